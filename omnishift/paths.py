@@ -1,0 +1,87 @@
+"""Where omnishift keeps things: the model cache, the shared reference data, atomic writes.
+
+Every file omnishift writes goes through :func:`atomic_write_bytes` / :func:`atomic_dir`, so an
+interrupted run never leaves a half-written manifest, WAV or checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def omnishift_home() -> Path:
+    """Cache root: ``$OMNISHIFT_HOME`` or ``~/.cache/omnishift``."""
+    env = os.environ.get("OMNISHIFT_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "omnishift"
+
+
+def shared_data_dir() -> Path:
+    """The reference data folder: ``$OMNISHIFT_DATA``, else ``../shared/data`` beside the checkout.
+
+    Raises:
+        FileNotFoundError: naming both places it looked, and how to point at the data.
+    """
+    env = os.environ.get("OMNISHIFT_DATA")
+    candidates = [Path(env).expanduser()] if env else []
+    candidates += [REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise FileNotFoundError(
+        "reference data not found (looked in: " + ", ".join(str(c) for c in candidates) + "); "
+        "set OMNISHIFT_DATA=/path/to/shared/data"
+    )
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder beside ``path``; on success it replaces ``path`` in one rename.
+
+    An exception inside the block removes the temp folder and leaves ``path`` as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
