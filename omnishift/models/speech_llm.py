@@ -1,0 +1,197 @@
+"""Encoder -> adaptor -> LLM: the speech LLM of the LLaMA-Omni paradigm (paper Sec. 2.1).
+
+A frozen Whisper encoder turns audio into frames, :class:`FrameStackAdaptor` maps them into the
+LLM's embedding space, and the embeddings replace the slots the processor reserved for the
+``<speech>`` placeholder. A batch without audio goes to the LLM as plain ``input_ids``, so text
+input gives exactly the base LLM's logits: T2T evaluation and text importance measure the LLM
+itself, not a wrapper.
+
+A saved speech LLM is one folder::
+
+    omnishift_config.json   SpeechLLMConfig + what the LLM part is ("full" or "peft")
+    adaptor.safetensors     adaptor weights
+    llm/                    full LLM weights + tokenizer (save_pretrained), or
+    llm_adapter/            a PEFT adapter over the base LLM named in the config
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from omnishift.models.adaptor import FrameStackAdaptor
+from omnishift.models.defaults import DEFAULT_ENCODER, DEFAULT_LLM, load_encoder, load_llm
+from omnishift.models.processor import SPEECH_PLACEHOLDER, FramePolicy, SpeechLLMProcessor
+from omnishift.paths import atomic_dir, atomic_write_text
+
+CONFIG_NAME = "omnishift_config.json"
+ADAPTOR_NAME = "adaptor.safetensors"
+
+
+@dataclass
+class SpeechLLMConfig:
+    """What a speech LLM is made of.
+
+    Args:
+        llm: default-model name, HF id or folder of the base LLM.
+        encoder: default-model name, HF id or folder of the Whisper encoder.
+        k: frames stacked per speech embedding (LLaMA-Omni: 5).
+        adaptor_hidden: adaptor MLP width (LLaMA-Omni: 2048).
+        frame_policy: ``trim`` (real audio + margin) or ``pad30`` (always 30 s -> 1500/k embeddings).
+        trim_margin_s: audio seconds kept after the end of the clip under ``trim``.
+        placeholder: user-turn marker replaced by the speech embeddings.
+        seed: seed for the adaptor's initialisation.
+    """
+
+    llm: str = DEFAULT_LLM
+    encoder: str = DEFAULT_ENCODER
+    k: int = 5
+    adaptor_hidden: int = 2048
+    frame_policy: str = "trim"
+    trim_margin_s: float = 0.2
+    placeholder: str = SPEECH_PLACEHOLDER
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpeechLLMConfig":
+        """Build from a dict, rejecting keys this config does not have."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown SpeechLLMConfig keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**d)
+
+
+class SpeechLLM(nn.Module):
+    """Frozen Whisper encoder + trainable adaptor + causal LM.
+
+    Build with :meth:`from_config` (fresh adaptor) or :meth:`from_pretrained` (a saved folder);
+    the constructor takes ready parts so tests can pass tiny random models.
+    """
+
+    def __init__(self, config: SpeechLLMConfig, llm, tokenizer, encoder, feature_extractor, adaptor=None):
+        super().__init__()
+        self.config = config
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.feature_extractor = feature_extractor
+        if adaptor is None:
+            with torch.random.fork_rng():
+                torch.manual_seed(config.seed)
+                adaptor = FrameStackAdaptor(
+                    encoder.config.d_model, llm.get_input_embeddings().embedding_dim, config.k, config.adaptor_hidden
+                )
+        self.adaptor = adaptor
+        policy = FramePolicy(config.frame_policy, config.k, config.trim_margin_s, encoder.config.max_source_positions)
+        self.processor = SpeechLLMProcessor(tokenizer, feature_extractor, policy, config.placeholder)
+
+    @classmethod
+    def from_config(cls, config: SpeechLLMConfig | None = None, dtype=torch.float32) -> "SpeechLLM":
+        """Load the LLM and encoder named in ``config`` and initialise a fresh adaptor."""
+        config = config or SpeechLLMConfig()
+        llm, tok = load_llm(config.llm, dtype=dtype)
+        encoder, fe = load_encoder(config.encoder, dtype=dtype)
+        return cls(config, llm, tok, encoder, fe)
+
+    # ---- forward -------------------------------------------------------------------------
+    def speech_embeddings(self, input_features: torch.Tensor, speech_frames: torch.Tensor) -> torch.Tensor:
+        """Encode clips and adapt only their kept frames.
+
+        Args:
+            input_features: ``(N, n_mels, 3000)`` log-mel features.
+            speech_frames: ``(N,)`` encoder frames to keep per clip (multiples of k).
+
+        Returns:
+            ``(sum_i speech_frames_i / k, d_llm)``: the embeddings of all clips, concatenated in order.
+        """
+        with torch.no_grad():
+            feats = self.encoder(input_features.to(self.encoder.dtype)).last_hidden_state  # N, 1500, C
+        keep = int(speech_frames.max())
+        emb = self.adaptor(feats[:, :keep].to(self.adaptor.linear1.weight.dtype))  # N, keep, C -> N, keep/k, H
+        n_emb = speech_frames // self.config.k
+        valid = torch.arange(emb.shape[1], device=emb.device)[None, :] < n_emb[:, None].to(emb.device)  # N, keep/k
+        return emb[valid]  # N, keep/k, H -> sum(n_emb), H
+
+    def input_embeddings(self, batch: dict) -> torch.Tensor:
+        """Token embeddings with the speech slots filled: ``(B, L, H)``."""
+        embeds = self.llm.get_input_embeddings()(batch["input_ids"])
+        speech = self.speech_embeddings(batch["input_features"], batch["speech_frames"]).to(embeds.dtype)
+        mask = batch["speech_mask"]
+        if int(mask.sum()) != speech.shape[0]:
+            raise RuntimeError(f"batch reserves {int(mask.sum())} speech slots but audio gives {speech.shape[0]}")
+        return embeds.masked_scatter(mask.unsqueeze(-1), speech)
+
+    def forward(self, batch: dict, **kwargs):
+        """Run the LLM on a processor batch; returns the HF output (``loss`` when labels are given)."""
+        common = dict(attention_mask=batch["attention_mask"], labels=batch.get("labels"), **kwargs)
+        if "input_features" not in batch:
+            return self.llm(input_ids=batch["input_ids"], **common)
+        return self.llm(inputs_embeds=self.input_embeddings(batch), **common)
+
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 64, **kwargs) -> list[str]:
+        """Greedy-decode answers for a left-padded batch; returns the decoded new text per item."""
+        if batch["attention_mask"][:, -1].eq(0).any():
+            raise ValueError("generation needs a left-padded batch: call the processor with padding_side='left'")
+        kw = dict(
+            attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id, **kwargs,
+        )
+        if "input_features" in batch:
+            out = self.llm.generate(inputs_embeds=self.input_embeddings(batch), **kw)
+        else:
+            out = self.llm.generate(input_ids=batch["input_ids"], **kw)[:, batch["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def answer(self, prompts: list[str], audios: list | None = None, max_new_tokens: int = 64) -> list[str]:
+        """Convenience: answer a list of prompts (with audio where the prompt has a placeholder)."""
+        audios = audios or [None] * len(prompts)
+        batch = self.processor([{"prompt": p, "audio": a} for p, a in zip(prompts, audios)], padding_side="left")
+        return self.generate(batch, max_new_tokens=max_new_tokens)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write config, adaptor and LLM (full weights or PEFT adapter) atomically into ``path``."""
+        from peft import PeftModel
+
+        is_peft = isinstance(self.llm, PeftModel)
+        with atomic_dir(path) as tmp:
+            meta = {"omnishift_version": 1, "llm_format": "peft" if is_peft else "full", **dataclasses.asdict(self.config)}
+            atomic_write_text(tmp / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.adaptor.state_dict().items()}, tmp / ADAPTOR_NAME)
+            sub = tmp / ("llm_adapter" if is_peft else "llm")
+            self.llm.save_pretrained(sub)
+            self.tokenizer.save_pretrained(sub)
+        return Path(path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype=torch.float32) -> "SpeechLLM":
+        """Load a folder written by :meth:`save_pretrained`."""
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} is not a speech-LLM folder (no {CONFIG_NAME}); train or save one first")
+        meta = json.loads((path / CONFIG_NAME).read_text())
+        meta.pop("omnishift_version", None)
+        fmt = meta.pop("llm_format")
+        config = SpeechLLMConfig.from_dict(meta)
+        if fmt == "full":
+            llm, tok = load_llm(path / "llm", dtype=dtype)
+        elif fmt == "peft":
+            from peft import PeftModel
+
+            base, tok = load_llm(config.llm, dtype=dtype)
+            llm = PeftModel.from_pretrained(base, str(path / "llm_adapter"))
+        else:
+            raise ValueError(f"{path / CONFIG_NAME}: llm_format {fmt!r} unknown (expected 'full' or 'peft')")
+        encoder, fe = load_encoder(config.encoder, dtype=dtype)
+        model = cls(config, llm, tok, encoder, fe)
+        model.adaptor.load_state_dict(load_file(path / ADAPTOR_NAME))
+        model.adaptor.to(dtype)
+        return model.eval()
