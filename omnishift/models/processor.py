@@ -92,6 +92,13 @@ class SpeechLLMProcessor:
             raise ValueError("chat template renders the prompt differently with a response; cannot mask labels")
         return head, full
 
+    def num_response_tokens(self, item: dict) -> int:
+        """How many labelled tokens ``item`` contributes (no audio work needed)."""
+        if item.get("response") is None:
+            return 0
+        head, full = self._template(item["prompt"], item["response"])
+        return len(self._encode(full[len(head):]))
+
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 

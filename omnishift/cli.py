@@ -1,0 +1,157 @@
+"""``omnishift`` command line: prepare models, synthesize speech, ask questions, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+def _load_speech_llm(model: str | None, frame_policy: str | None = None):
+    """A saved speech-LLM folder, or the default models with a fresh (untrained) adaptor."""
+    from omnishift.models.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    if model:
+        m = SpeechLLM.from_pretrained(model)
+    else:
+        m = SpeechLLM.from_config(SpeechLLMConfig(**({"frame_policy": frame_policy} if frame_policy else {})))
+    return m
+
+
+def cmd_models(args) -> int:
+    from omnishift.models.defaults import prepare_default_models
+
+    if args.action == "prepare":
+        print(json.dumps(prepare_default_models(force=args.force), indent=2))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from omnishift.data.synth import SynthConfig, synth_manifest
+
+    cfg = SynthConfig(voice=args.voice, rate=args.rate, pitch=args.pitch)
+    out = synth_manifest(args.input, args.out_dir, cfg, text_field=args.text_field, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def cmd_ask(args) -> int:
+    from omnishift.models.processor import s2t_prompt, t2t_prompt
+
+    if bool(args.text) == bool(args.audio):
+        raise SystemExit("omnishift ask: give exactly one of --text or --audio")
+    m = _load_speech_llm(args.model)
+    if args.text:
+        answer = m.answer([t2t_prompt(args.text) if args.instruction else args.text], max_new_tokens=args.max_new_tokens)
+    else:
+        from omnishift.data.audio import load_audio
+
+        audio = load_audio(args.audio, item=args.audio)
+        answer = m.answer([s2t_prompt(m.config.placeholder)], [audio], max_new_tokens=args.max_new_tokens)
+    print(answer[0])
+    return 0
+
+
+DEMO_QUESTIONS = [
+    ("demo_1", "What is the capital of France?", ["Paris"]),
+    ("demo_2", "How many legs does a spider have?", ["eight", "8"]),
+]
+
+
+def cmd_demo(args) -> int:
+    """Foundation slice of the demo: default models, two synthesized questions, text vs speech."""
+    from omnishift.data.synth import SynthConfig, synthesize
+    from omnishift.models.defaults import prepare_default_models
+    from omnishift.models.processor import s2t_prompt, t2t_prompt
+    from omnishift.models.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    timings = {}
+    t0 = time.perf_counter()
+    prep = prepare_default_models()
+    timings["prepare_models_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    model = SpeechLLM.from_config(SpeechLLMConfig(frame_policy=args.frame_policy))
+    timings["load_models_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    audios = [synthesize(q, SynthConfig()) for _, q, _ in DEMO_QUESTIONS]
+    timings["synthesize_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    text_answers = model.answer([t2t_prompt(q) for _, q, _ in DEMO_QUESTIONS], max_new_tokens=args.max_new_tokens)
+    timings["answer_text_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    speech_answers = model.answer(
+        [s2t_prompt()] * len(audios), audios, max_new_tokens=args.max_new_tokens
+    )
+    timings["answer_speech_s"] = round(time.perf_counter() - t0, 2)
+    rows = []
+    for (qid, q, refs), audio, ta, sa in zip(DEMO_QUESTIONS, audios, text_answers, speech_answers):
+        n_emb = model.processor.frame_policy.num_embeddings(len(audio))
+        rows.append({"id": qid, "question": q, "references": refs, "audio_s": round(len(audio) / 16000, 2),
+                     "speech_embeddings": n_emb, "text_answer": ta, "speech_answer": sa})
+        print(f"\n[{qid}] {q}  ({len(audio) / 16000:.2f} s of speech -> {n_emb} embeddings)")
+        print(f"  from text  : {ta}")
+        print(f"  from speech: {sa}   (untrained adaptor: speech answers are not meaningful yet)")
+    result = {"models": {k: v["path"] for k, v in prep.items()}, "timings": timings, "items": rows}
+    if args.out:
+        from omnishift.paths import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    print("\n" + json.dumps({"timings": timings}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="omnishift",
+        description="Where speech fine-tuning makes an LLM forget text, and how to prevent it.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("models", help="prepare the embedded default models (SmolLM2, Whisper tiny.en)")
+    s.add_argument("action", choices=["prepare"])
+    s.add_argument("--force", action="store_true", help="rebuild even if already prepared")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("synth", help="synthesize a JSONL manifest's prompts to 16 kHz WAVs (eSpeak NG)")
+    s.add_argument("input", help="JSONL with id and text fields")
+    s.add_argument("out_dir", help="folder for wavs/ and manifest.jsonl")
+    s.add_argument("--voice", default="en-us")
+    s.add_argument("--rate", type=int, default=175, help="words per minute")
+    s.add_argument("--pitch", type=int, default=50)
+    s.add_argument("--text-field", default="text", help="field to speak (e.g. instruction)")
+    s.add_argument("--overwrite", action="store_true", help="re-synthesize existing WAVs")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("ask", help="answer one question from text or from a WAV file")
+    s.add_argument("--text", help="question as text")
+    s.add_argument("--audio", help="question as an audio file")
+    s.add_argument("--model", help="speech-LLM folder (default: base models, untrained adaptor)")
+    s.add_argument("--no-instruction", dest="instruction", action="store_false",
+                   help="send --text as is, without the LLaMA-Omni answer instruction")
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("demo", help="the main job on the default models (offline)")
+    s.add_argument("--frame-policy", choices=["trim", "pad30"], default="trim")
+    s.add_argument("--max-new-tokens", type=int, default=32)
+    s.add_argument("--out", type=Path, help="also write the result as JSON here")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"omnishift {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
