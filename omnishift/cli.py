@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=int, default=64)
     s.set_defaults(func=cmd_ask)
 
+    from omnishift.importance.commands import add_parser as add_importance
+
+    add_importance(sub)
+
     s = sub.add_parser("demo", help="the main job on the default models (offline)")
     s.add_argument("--frame-policy", choices=["trim", "pad30"], default="trim")
     s.add_argument("--max-new-tokens", type=int, default=32)

@@ -1,0 +1,179 @@
+"""``omnishift importance ...``: compute, validate, deactivate, cluster, compare, plot, lr, change.
+
+Data for a pass comes from ``--data`` (any source spec understood by
+:func:`omnishift.data.sources.load_source`, e.g. ``instructions:alpaca_gpt4_llamafactory_demo1k``
+or a manifest path). ``--modality text`` puts the instruction text in the user turn;
+``--modality speech`` puts its synthesized audio there (synthesized on demand with eSpeak NG into
+``--audio-dir``, reused across runs), with the LLaMA-Omni instruction after it. The response
+tokens are the same in both cases, so the two scores are comparable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def build_items(spec: str, modality: str, limit: int | None, audio_dir: str | None, max_response_tokens: int | None,
+                tokenizer=None, on_error: str = "raise") -> tuple[list[dict], dict]:
+    """Processor items (prompt, response[, audio]) for an importance or perplexity pass.
+
+    Returns:
+        ``(items, info)`` where ``info`` counts what was loaded and skipped.
+    """
+    from omnishift.data.audio import load_audio
+    from omnishift.data.manifest import SkipReport
+    from omnishift.data.sources import load_source
+    from omnishift.models.processor import s2t_prompt, t2t_prompt
+
+    examples = [e for e in load_source(spec, limit=limit) if e.response]
+    if not examples:
+        raise ValueError(f"{spec}: no examples with a response; importance needs prompt/response pairs")
+    if max_response_tokens and tokenizer is not None:
+        for e in examples:
+            ids = tokenizer(e.response, add_special_tokens=False)["input_ids"]
+            if len(ids) > max_response_tokens:
+                e.response = tokenizer.decode(ids[:max_response_tokens])
+    report = SkipReport()
+    if modality == "text":
+        items = [{"prompt": t2t_prompt(e.text), "response": e.response} for e in examples]
+    else:
+        examples = ensure_audio(examples, audio_dir)
+        items = []
+        for e in examples:
+            try:
+                items.append({"prompt": s2t_prompt(), "audio": load_audio(e.audio, item=e.id), "response": e.response})
+            except ValueError as err:
+                if on_error != "skip":
+                    raise
+                report.add(e.id, str(err))
+    return items, {"source": spec, "examples": len(examples), "items": len(items), "skipped": report.count}
+
+
+def ensure_audio(examples, audio_dir: str | None):
+    """Give every example an audio file, synthesizing the missing ones with eSpeak NG."""
+    from omnishift.data.manifest import read_manifest, write_manifest
+    from omnishift.data.synth import synth_manifest
+
+    if all(e.audio for e in examples):
+        return examples
+    if not audio_dir:
+        raise ValueError("these examples have no audio: pass --audio-dir to synthesize it with eSpeak NG")
+    src = Path(audio_dir) / "source.jsonl"
+    write_manifest(src, examples)
+    return read_manifest(synth_manifest(src, audio_dir))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("importance", help="parameter-importance analysis (paper Sec. 2)")
+    isub = p.add_subparsers(dest="importance_command", required=True, metavar="ACTION")
+
+    c = isub.add_parser("compute", help="Taylor importance |dL/dθ·θ| of every LLM parameter")
+    c.add_argument("--model", help="speech-LLM folder (default: base models)")
+    c.add_argument("--data", required=True, help="source spec, e.g. instructions:alpaca_gpt4_llamafactory_demo1k")
+    c.add_argument("--modality", choices=["text", "speech"], default="text")
+    c.add_argument("--mode", choices=["dataset", "batch"], default="dataset")
+    c.add_argument("--fraction", type=float, default=1 / 30, help="share of the data used (paper: 1/30)")
+    c.add_argument("--limit", type=int, help="read at most this many examples first")
+    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--max-response-tokens", type=int, default=128)
+    c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--audio-dir", help="where synthesized audio goes (speech modality)")
+    c.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="also ablate N random single parameters exactly and report Spearman vs Taylor")
+    c.add_argument("--out", required=True, help="output folder")
+    c.set_defaults(func=cmd_compute)
+
+    d = isub.add_parser("deactivate", help="Table 1: PPL after zeroing top/bottom/random k%%")
+    d.add_argument("scores")
+    d.add_argument("--model")
+    d.add_argument("--text-data", required=True)
+    d.add_argument("--speech-data", help="source spec for the speech-input set (synthesized if needed)")
+    d.add_argument("--audio-dir")
+    d.add_argument("--limit", type=int, default=64)
+    d.add_argument("--fraction", type=float, default=0.03)
+    d.add_argument("--per-matrix", action="store_true")
+    d.add_argument("--max-response-tokens", type=int, default=128)
+    d.add_argument("--out", required=True)
+    d.set_defaults(func=cmd_deactivate)
+
+    k = isub.add_parser("compare", help="distribution shift between two score folders")
+    k.add_argument("a")
+    k.add_argument("b")
+    k.set_defaults(func=cmd_compare)
+
+    pl = isub.add_parser("plot-layers", help="Fig. 2-3: layer-wise distributions of several score folders")
+    pl.add_argument("runs", nargs="+", help="LABEL=DIR")
+    pl.add_argument("--out", required=True)
+    pl.set_defaults(func=cmd_plot_layers)
+
+    lr = isub.add_parser("lr", help="eq. 3 layer-wise LR coefficients from TEXT scores")
+    lr.add_argument("scores")
+    lr.add_argument("--lam", type=float, default=0.4)
+    lr.add_argument("--out", required=True)
+    lr.set_defaults(func=cmd_lr)
+
+
+def _model(path):
+    from omnishift.models.speech_llm import SpeechLLM
+
+    return SpeechLLM.from_pretrained(path) if path else SpeechLLM.from_config()
+
+
+def cmd_compute(args) -> int:
+    from omnishift.importance.estimator import ImportanceConfig, compute_importance
+
+    model = _model(args.model)
+    items, info = build_items(args.data, args.modality, args.limit, args.audio_dir, args.max_response_tokens, model.tokenizer)
+    cfg = ImportanceConfig(mode=args.mode, modality=args.modality, fraction=args.fraction, batch_size=args.batch_size,
+                           seed=args.seed, dtype=args.dtype)
+    meta = {"model": args.model or f"{model.config.llm} + {model.config.encoder}", "data": info}
+    out = compute_importance(model, items, cfg, args.out, extra_meta=meta)
+    summary = json.loads((Path(out) / "meta.json").read_text())
+    if args.validate:
+        from omnishift.importance.validate import validate_taylor
+        from omnishift.paths import atomic_write_text
+
+        res = validate_taylor(model, items[: args.batch_size], n=args.validate, seed=args.seed)
+        atomic_write_text(Path(out) / "validation.json", json.dumps(res, indent=2) + "\n")
+        summary["validation_spearman"] = res["spearman"]
+    print(json.dumps({k: summary[k] for k in ("mode", "modality", "items", "tokens_seen", "seconds")
+                      if k in summary} | {"out": str(out)} | ({"spearman": summary["validation_spearman"]} if args.validate else {})))
+    return 0
+
+
+def cmd_deactivate(args) -> int:
+    from omnishift.importance.deactivate import deactivation_table, write_table
+
+    model = _model(args.model)
+    sets = {"text": build_items(args.text_data, "text", args.limit, None, args.max_response_tokens, model.tokenizer)[0]}
+    if args.speech_data:
+        sets["speech"] = build_items(args.speech_data, "speech", args.limit, args.audio_dir,
+                                     args.max_response_tokens, model.tokenizer)[0]
+    rows = deactivation_table(model, args.scores, sets, fraction=args.fraction, per_matrix=args.per_matrix)
+    md, _ = write_table(rows, args.out, args.fraction, label=args.model or model.config.llm)
+    print(md.read_text())
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from omnishift.importance.shift import compare_score_dirs
+
+    print(json.dumps(compare_score_dirs(args.a, args.b), indent=2))
+    return 0
+
+
+def cmd_plot_layers(args) -> int:
+    from omnishift.importance.shift import plot_layer_distributions
+
+    runs = dict(r.split("=", 1) for r in args.runs)
+    print(plot_layer_distributions(runs, args.out))
+    return 0
+
+
+def cmd_lr(args) -> int:
+    from omnishift.importance.shift import write_layer_lr
+
+    print(json.dumps(write_layer_lr(args.scores, args.out, args.lam), indent=2))
+    return 0
