@@ -1,0 +1,103 @@
+"""Audio in, 16 kHz mono float32 out, or an error that names the item and the fix.
+
+Whisper needs 16 kHz mono and sees at most 30 s; anything else in a training or evaluation set is
+a data bug that should stop the run with the item's name (or be skipped and counted when the user
+asks, see :class:`omnishift.data.manifest.SkipReport`), never be silently cut or dropped.
+"""
+
+from __future__ import annotations
+
+import io
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+MAX_SECONDS = 30.0
+
+
+class AudioError(ValueError):
+    """Unusable audio; the message names the item and how to fix it."""
+
+
+def _read(source, label: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    if isinstance(source, dict):
+        if source.get("array") is not None:
+            if source.get("sampling_rate") is None:
+                raise AudioError(f"{label}: audio array without 'sampling_rate'; add the rate of the samples")
+            return np.asarray(source["array"], dtype=np.float32), int(source["sampling_rate"])
+        if source.get("bytes"):
+            return _read(source["bytes"], label)
+        if source.get("path"):
+            return _read(source["path"], label)
+        raise AudioError(f"{label}: audio dict has neither 'array', 'bytes' nor 'path'")
+    if isinstance(source, (bytes, bytearray)):
+        handle, where = io.BytesIO(source), "audio bytes"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AudioError(f"{label}: audio file {path} not found; check the manifest's audio path "
+                             "(relative paths resolve against the manifest's folder)")
+        handle, where = path, str(path)
+    try:
+        data, sr = sf.read(handle, dtype="float32", always_2d=True)  # T, C
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(f"{label}: cannot decode {where} ({e}); re-encode it as 16-bit PCM WAV or FLAC") from None
+    return data.mean(axis=1), sr  # T, C -> T (down-mix)
+
+
+def resample(audio: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling to ``target`` Hz (exact ratio up/down reduced by their gcd)."""
+    if sr == target:
+        return audio.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    g = gcd(sr, target)
+    return resample_poly(audio, target // g, sr // g).astype(np.float32)
+
+
+def load_audio(source, *, item: str | None = None, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Read audio as float32 mono at 16 kHz and validate it.
+
+    Args:
+        source: a path, raw file bytes, or an HF-style dict (``{"array", "sampling_rate"}`` or
+            ``{"bytes", "path"}``).
+        item: the item's id, used in error messages.
+        max_seconds: longest accepted clip (Whisper's window is 30 s).
+
+    Raises:
+        AudioError: missing/undecodable file, zero samples (an empty file; digital silence is
+            allowed), NaN/inf samples, or longer than ``max_seconds``.
+    """
+    label = f"item {item!r}" if item is not None else "audio"
+    audio, sr = _read(source, label)
+    if audio.ndim > 1:
+        audio = audio.mean(axis=-1) if audio.shape[-1] <= 8 else audio.mean(axis=0)
+    if audio.size == 0:
+        raise AudioError(f"{label}: audio is empty (0 samples); re-record or drop the item")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{label}: audio contains NaN or infinite samples; re-encode the file")
+    seconds = audio.size / sr
+    if seconds > max_seconds:
+        raise AudioError(f"{label}: audio is {seconds:.1f} s, longer than the {max_seconds:g} s Whisper window; "
+                         "trim or split the clip")
+    return resample(audio, sr)
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds from the file header (no decoding)."""
+    import soundfile as sf
+
+    return float(sf.info(str(path)).duration)
+
+
+def wav_bytes(audio: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
+    """16-bit PCM mono WAV bytes of a float array (for atomic writes)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(audio, dtype=np.float32), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
