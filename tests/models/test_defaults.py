@@ -41,9 +41,8 @@ def test_prepare_is_idempotent_and_names_pass_through():
 
 
 def test_default_speech_llm_answers_from_text():
-    from omnishift.models.processor import t2t_prompt
     from omnishift.models.speech_llm import SpeechLLM
 
     m = SpeechLLM.from_config()
-    answer = m.answer([t2t_prompt("What is the capital of France?")], max_new_tokens=16)[0]
+    answer = m.answer(["What is the capital of France?"], max_new_tokens=16)[0]
     assert "paris" in answer.lower()
