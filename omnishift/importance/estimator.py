@@ -159,8 +159,8 @@ def taylor_scores(params: dict[str, torch.nn.Parameter], batch_loss, num_batches
         if config.mode == "batch":
             with torch.no_grad():
                 for name, p in params.items():
-                    if p.grad is not None:
-                        acc[name].add_((p.grad * p).abs())
+                    if p.grad is not None:  # in place: no temporary the size of the model
+                        acc[name].add_(p.grad.mul_(p.detach()).abs_())
                     p.grad = None
         bar.update(1)
         bar.set_postfix(tokens=tokens)
@@ -170,7 +170,9 @@ def taylor_scores(params: dict[str, torch.nn.Parameter], batch_loss, num_batches
     with torch.no_grad():
         if config.mode == "batch":
             return acc, tokens
-        return {n: (p.grad * p).abs() if p.grad is not None else torch.zeros_like(p) for n, p in params.items()}, tokens
+        # |g ⊙ θ| computed inside the gradient buffers: the pass never holds more than the grads.
+        return {n: p.grad.mul_(p.detach()).abs_() if p.grad is not None else torch.zeros_like(p)
+                for n, p in params.items()}, tokens
 
 
 def _fresh_acc(config, params):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import struct
 from typing import NamedTuple
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from omnishift.paths import atomic_write_text
 
@@ -54,8 +55,7 @@ def save_scores(out_dir: str | Path, scores: dict[str, torch.Tensor], meta: dict
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{SCORES_FILE}.tmp"
-    tensors = {k: v.detach().to(dtype).contiguous().cpu() for k, v in scores.items()}
-    save_file(tensors, tmp, metadata={"omnishift": json.dumps(meta)})
+    write_safetensors(tmp, scores, metadata={"omnishift": json.dumps(meta)}, dtype=dtype)
     tmp.replace(out_dir / SCORES_FILE)
     layers, modules = aggregate(scores)
     meta = {**meta, "num_parameters": sum(v.numel() for v in scores.values()),
@@ -65,6 +65,37 @@ def save_scores(out_dir: str | Path, scores: dict[str, torch.Tensor], meta: dict
     atomic_write_text(out_dir / "modules.csv", _csv(["layer", "module", "importance"],
                                                      [("" if l is None else l, m, f"{v:.6e}") for (l, m), v in sorted(modules.items(), key=lambda kv: (-1 if kv[0][0] is None else kv[0][0], kv[0][1]))]))
     return out_dir
+
+
+_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                      dtype: torch.dtype = torch.float32) -> Path:
+    """Write a safetensors file one tensor at a time.
+
+    ``safetensors.torch.save_file`` first turns every tensor into ``bytes`` (a full copy of the
+    model's scores at once); this writer streams each tensor's buffer, so saving adds at most one
+    converted tensor to peak memory.
+    """
+    if dtype not in _ST_DTYPES:
+        raise ValueError(f"score dtype {dtype} unsupported: use float32, bfloat16 or float16")
+    header, offset = {"__metadata__": metadata or {}}, 0
+    for name, t in tensors.items():
+        n = t.numel() * torch.tensor([], dtype=dtype).element_size()
+        header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for t in tensors.values():
+            t = t.detach().to("cpu", dtype).contiguous()
+            f.write(t.view(torch.uint8).numpy().data if t.numel() else b"")
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def load_scores(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -85,7 +116,7 @@ def aggregate(scores: dict[str, torch.Tensor]) -> tuple[dict[int, float], dict[t
     modules: dict[tuple, float] = {}
     for name, s in scores.items():
         key = parse_param_name(name)
-        total = float(s.double().sum())
+        total = float(s.sum(dtype=torch.float64))
         modules[(key.layer, key.module)] = modules.get((key.layer, key.module), 0.0) + total
         if key.layer is not None:
             layers[key.layer] = layers.get(key.layer, 0.0) + total
