@@ -55,6 +55,14 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from omnishift.train.config import load_config
+    from omnishift.train.trainer import train
+
+    print(train(load_config(args.config, args.overrides), resume=args.resume))
+    return 0
+
+
 DEMO_QUESTIONS = [
     ("demo_1", "What is the capital of France?", ["Paris"]),
     ("demo_2", "How many legs does a spider have?", ["eight", "8"]),
@@ -134,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send --text as is, without the LLaMA-Omni answer instruction")
     s.add_argument("--max-new-tokens", type=int, default=64)
     s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("train", help="Stage-1 speech training (full, layer_lr, lora, frozen, region_freeze)")
+    s.add_argument("config", help="YAML config, e.g. configs/default/lora.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 loop.max_steps=10")
+    s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    s.set_defaults(func=cmd_train)
 
     from omnishift.importance.commands import add_parser as add_importance
 

@@ -16,6 +16,15 @@ from typing import Iterator
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's own default is 0600
+
+
 def omnishift_home() -> Path:
     """Cache root: ``$OMNISHIFT_HOME`` or ``~/.cache/omnishift``."""
     env = os.environ.get("OMNISHIFT_HOME")
@@ -50,6 +59,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -72,6 +82,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's default is 0700
     try:
         yield tmp
         if path.exists():

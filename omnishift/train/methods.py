@@ -1,0 +1,198 @@
+"""Training methods: which parameters of the speech LLM train, and at what learning rate.
+
+One registry table, :data:`METHODS`, maps a method name (``method.name`` in the YAML) to a
+:class:`Method`: a setup function and the dataclass of its options (``method.options``). The
+setup function receives a :class:`~omnishift.models.speech_llm.SpeechLLM` whose parameters the
+trainer has all frozen, turns ``requires_grad`` on for what it trains (wrapping ``model.llm`` if
+it needs to, as LoRA does), and returns the optimizer parameter groups as :class:`ParamGroup`.
+
+* ``full`` (Full-FT): adaptor at adaptor_lr + every LLM parameter at lr.
+* ``layer_lr`` (Layer-LR, paper 3.1.1): as full, decoder layer i at lr·coef(i) from an eq. 3 JSON.
+* ``lora`` (LoRA, paper 3.1.2): adaptor + LoRA on q/k/v/o/gate/up/down_proj; base weights frozen.
+* ``frozen``: adaptor only; the LLM stays the base model.
+* ``region_freeze``: as full, but the top ``fraction`` text-important entries stay bitwise fixed
+  (:mod:`.region_freeze`).
+
+Adding a method is one file and one line: write ``omnishift/train/my_method.py`` with an options
+dataclass and ``setup(model, options) -> list[ParamGroup]`` (see :mod:`.region_freeze`), and add
+``"my_method": Method(my_method.setup, my_method.Options)`` to :data:`METHODS`. The config loader
+then validates its options and the trainer builds its optimizer with no further change. (Import
+``ParamGroup`` and helpers from this module inside ``setup``: this module imports your file.)
+
+Layer-LR outside the decoder layers: eq. 3 defines coefficients only for decoder layers (I_layer
+sums layer parameters only), so embeddings, the final norm and an untied lm_head keep scale
+``other_scale`` = 1.0, i.e. they train exactly as under Full-FT. "Nearest layer" is ill-defined
+for the tied embedding of SmolLM2 / Llama-3.2-1B, which is both the input table (next to layer 0)
+and the output head (next to the last layer); 1.0 also keeps the Layer-LR vs Full-FT comparison
+about the layers eq. 3 actually scales. ``other_scale`` lets an experiment choose otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+from omnishift.importance.scores import MODULES, parse_param_name
+
+
+@dataclass
+class ParamGroup:
+    """One optimizer parameter group.
+
+    Args:
+        name: shown in logs and kept in the optimizer's ``param_groups`` (``"llm.layer.3"``).
+        params: the parameters (each in exactly one group).
+        lr_scale: multiplies the base LR.
+        lr_key: which base LR: ``"lr"`` (LLM) or ``"adaptor_lr"``.
+        fixed: ``{index into params: flat element indices}`` that must not change: the trainer
+            zeroes their gradient before clipping and writes their values back after every
+            optimizer step, so they are bitwise fixed whatever AdamW's decay or moments do.
+    """
+
+    name: str
+    params: list[torch.nn.Parameter]
+    lr_scale: float = 1.0
+    lr_key: str = "lr"
+    fixed: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class Method(NamedTuple):
+    """A registry entry: ``setup(model, options) -> list[ParamGroup]`` and its options dataclass."""
+
+    setup: Callable[[Any, Any], list[ParamGroup]]
+    options: type
+
+
+@dataclass
+class NoOptions:
+    """Methods without options."""
+
+
+def adaptor_group(model) -> ParamGroup:
+    """The adaptor, trained fully at ``adaptor_lr`` by every method (it starts from random)."""
+    model.adaptor.requires_grad_(True)
+    return ParamGroup("adaptor", list(model.adaptor.parameters()), lr_key="adaptor_lr")
+
+
+def setup_full(model, options: NoOptions) -> list[ParamGroup]:
+    """Full-FT: adaptor + all LLM parameters (tied embeddings are one tensor, listed once)."""
+    model.llm.requires_grad_(True)
+    return [adaptor_group(model), ParamGroup("llm", list(model.llm.parameters()))]
+
+
+def setup_frozen(model, options: NoOptions) -> list[ParamGroup]:
+    """Adaptor only: the LLM stays exactly the base model."""
+    return [adaptor_group(model)]
+
+
+@dataclass
+class LayerLROptions:
+    """Args: coefficients: eq. 3 JSON from ``omnishift importance lr`` (``{"coefficients": {"0": c0, ...}}``);
+    other_scale: LR scale of parameters outside decoder layers (embeddings, final norm, lm_head)."""
+
+    coefficients: str
+    other_scale: float = 1.0
+
+
+def load_coefficients(path: str | Path) -> dict[int, float]:
+    """Read the per-layer coefficients of an eq. 3 JSON written by ``write_layer_lr``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: make it with `omnishift importance lr` from TEXT scores of the base model")
+    doc = json.loads(path.read_text())
+    if "coefficients" not in doc:
+        raise ValueError(f"{path}: no 'coefficients' mapping (expected the eq. 3 JSON of write_layer_lr)")
+    return {int(k): float(v) for k, v in doc["coefficients"].items()}
+
+
+def setup_layer_lr(model, options: LayerLROptions) -> list[ParamGroup]:
+    """Layer-LR (paper eq. 3): one group per decoder layer at ``lr·coef(i)``; the rest at ``other_scale``."""
+    coef = load_coefficients(options.coefficients)
+    model.llm.requires_grad_(True)
+    by_layer: dict[int, list] = {}
+    other = []
+    for name, p in model.llm.named_parameters():
+        layer = parse_param_name(name).layer
+        (other if layer is None else by_layer.setdefault(layer, [])).append(p)
+    if sorted(coef) != sorted(by_layer):
+        raise ValueError(f"{options.coefficients}: coefficients for layers {sorted(coef)} but the LLM has layers "
+                         f"{sorted(by_layer)}; compute eq. 3 from scores of this same base LLM")
+    groups = [adaptor_group(model)]
+    groups += [ParamGroup(f"llm.layer.{i}", by_layer[i], lr_scale=coef[i]) for i in sorted(by_layer)]
+    if other:
+        groups.append(ParamGroup("llm.other", other, lr_scale=options.other_scale))
+    return groups
+
+
+@dataclass
+class LoraOptions:
+    """Args: r: rank (paper: 8 for 1B, 16 for 8B); alpha: scaling α (None: 2r, as in the paper);
+    dropout: LoRA dropout; target_modules: module names wrapped (default: all attention + MLP)."""
+
+    r: int = 8
+    alpha: int | None = None
+    dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: list(MODULES))
+
+
+def setup_lora(model, options: LoraOptions) -> list[ParamGroup]:
+    """LoRA (paper 3.1.2): wrap ``model.llm`` with PEFT; only the LoRA matrices of the LLM train."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(model.llm, PeftModel):
+        raise ValueError("the LLM already carries a PEFT adapter; start LoRA from a full (or base) LLM")
+    cfg = LoraConfig(r=options.r, lora_alpha=options.alpha or 2 * options.r, lora_dropout=options.dropout,
+                     target_modules=list(options.target_modules), task_type="CAUSAL_LM")
+    model.llm = get_peft_model(model.llm, cfg)
+    named = [(n, p) for n, p in model.llm.named_parameters() if p.requires_grad]
+    stray = [n for n, _ in named if "lora_" not in n]
+    if stray:
+        raise RuntimeError(f"PEFT left non-LoRA LLM parameters trainable (e.g. {stray[0]})")
+    return [adaptor_group(model), ParamGroup("llm.lora", [p for _, p in named])]
+
+
+def parse_options(name: str, options: dict | None, origin: str = "config"):
+    """Validate ``method.options`` for method ``name``; returns its options dataclass."""
+    from omnishift.train.config import ConfigError, build
+
+    if name not in METHODS:
+        raise ConfigError(f"{origin}: unknown method.name {name!r}; valid methods: {sorted(METHODS)}")
+    return build(METHODS[name].options, options or {}, "method.options", origin)
+
+
+def setup_method(model, name: str, options: dict | None) -> list[ParamGroup]:
+    """Freeze everything, then let method ``name`` enable and group what it trains.
+
+    Returns:
+        The groups; every trainable parameter is in exactly one of them.
+    """
+    opts = parse_options(name, options)
+    model.requires_grad_(False)
+    groups = METHODS[name].setup(model, opts)
+    seen = set()
+    for g in groups:
+        for p in g.params:
+            if id(p) in seen:
+                raise RuntimeError(f"method {name}: a parameter is in two groups (second: {g.name})")
+            seen.add(id(p))
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if trainable != seen:
+        raise RuntimeError(f"method {name}: {len(trainable - seen)} trainable parameters are in no group and "
+                           f"{len(seen - trainable)} grouped ones are frozen")
+    return groups
+
+
+from omnishift.train import region_freeze  # noqa: E402  (imports ParamGroup/setup_full from here)
+
+#: The registry: method name -> Method(setup, options dataclass).
+METHODS: dict[str, Method] = {
+    "full": Method(setup_full, NoOptions),
+    "layer_lr": Method(setup_layer_lr, LayerLROptions),
+    "lora": Method(setup_lora, LoraOptions),
+    "frozen": Method(setup_frozen, NoOptions),
+    "region_freeze": Method(region_freeze.setup, region_freeze.Options),
+}

@@ -1,0 +1,316 @@
+"""Stage-1 training (speech in, text out): the loop behind ``omnishift train``.
+
+LLaMA-Omni Stage 1 trains the adaptor and the LLM to answer spoken questions in text; the paper
+compares how the LLM is allowed to change (Full-FT, Layer-LR, LoRA; :mod:`.methods`). Everything
+else is shared and fixed here, so method comparisons differ only in the method:
+
+* loss on response tokens only (the processor's labels), averaged over all response tokens of
+  the optimizer step (``num_items_in_batch``), so gradient accumulation equals one big batch;
+* AdamW with per-group LRs (adaptor_lr for the adaptor, lr·scale for LLM groups), cosine
+  schedule with linear warm-up, global gradient-norm clipping;
+* fp32 on CPU; bf16 autocast (fp32 master weights) only on CUDA;
+* data order: a permutation per epoch from a generator seeded with ``seed + epoch``, so the
+  order does not depend on how many RNG draws happened before (and resumes exactly);
+* a non-finite loss or gradient norm stops the run, naming the step and the batch's item ids;
+* ``log.jsonl`` (append + flush), checkpoints every ``save_every`` steps (:mod:`.checkpoint`),
+  ``resume=True`` continuing bit for bit, and ``final/`` written by ``SpeechLLM.save_pretrained``.
+
+Data seam: :func:`train` takes ``items`` (processor dicts ``{"prompt", "audio", "response"}``
+plus an optional ``"id"``) directly; without them :func:`build_items` makes them from
+``config.data``. Manifest wiring, synthesis and an encoder feature cache belong there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from omnishift.models.processor import IGNORE_INDEX
+from omnishift.paths import atomic_write_text
+from omnishift.train.checkpoint import (
+    LoopState, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
+)
+from omnishift.train.config import TrainConfig, dump_config
+from omnishift.train.methods import ParamGroup, setup_method
+
+log = logging.getLogger(__name__)
+
+# keys a resumed run may change without changing what it computes
+_RESUME_MAY_DIFFER = {("checkpoint",), ("loop", "log_every"), ("loop", "progress"), ("out_dir",)}
+
+
+def build_model(config: TrainConfig):
+    """The speech LLM named by ``config.model``: a fresh adaptor on the base models, or a saved folder."""
+    from omnishift.models.speech_llm import SpeechLLM
+
+    if isinstance(config.model, str):
+        return SpeechLLM.from_pretrained(config.model)
+    return SpeechLLM.from_config(config.model)
+
+
+def build_items(config: TrainConfig, tokenizer=None) -> list[dict]:
+    """Processor items from ``config.data`` (minimal seam: reuses the importance item builder).
+
+    Returns:
+        ``[{"prompt", "audio", "response"}, ...]``; speech items synthesize missing audio into
+        ``data.audio_dir``. Replace this function to add manifests or cached encoder features.
+    """
+    from omnishift.importance.commands import build_items as _build
+
+    d = config.data
+    if not d.source:
+        raise ValueError("no training data: set data.source (e.g. instructions:alpaca_gpt4_llamafactory_demo1k) "
+                         "or pass items= to train()")
+    items, info = _build(d.source, d.modality, d.limit, d.audio_dir, None, tokenizer)
+    log.info("training items: %s", info)
+    return items
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The item order of one epoch: ``randperm(n)`` from a generator seeded with ``seed + epoch``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def limit_response_tokens(batch: dict, n: int | None) -> dict:
+    """Keep the first ``n`` labelled tokens per row and crop columns nothing needs any more.
+
+    Later response tokens are dropped rather than re-tokenised into a shorter answer, so the
+    model is never taught to end early. Works on right-padded batches (prompt before response).
+    """
+    if not n:
+        return batch
+    labels = batch["labels"]
+    labelled = labels.ne(IGNORE_INDEX)
+    keep = labelled & (labelled.cumsum(1) <= n)
+    if keep.equal(labelled):
+        return batch
+    cols = torch.arange(labels.shape[1])
+    length = int(torch.where(keep, cols, -1).max()) + 1
+    out = dict(batch)
+    out["labels"] = labels.masked_fill(labelled & ~keep, IGNORE_INDEX)
+    for k in ("input_ids", "attention_mask", "labels", "speech_mask"):
+        out[k] = out[k][:, :length]
+    if int(out["speech_mask"].sum()) != int(batch["speech_mask"].sum()):
+        raise RuntimeError("cropping the response would cut speech slots; the batch is not right-padded")
+    return out
+
+
+class FixedEntries:
+    """Holds :attr:`ParamGroup.fixed` entries still: zero their grads, restore them after a step."""
+
+    def __init__(self, groups: list[ParamGroup]):
+        self.entries = []
+        for g in groups:
+            for i, idx in g.fixed.items():
+                p = g.params[i]
+                if not p.is_contiguous():
+                    raise ValueError(f"group {g.name}: fixed entries need contiguous parameters")
+                self.entries.append((p, idx, p.detach().view(-1)[idx].clone()))
+
+    def zero_grads(self) -> None:
+        for p, idx, _ in self.entries:
+            if p.grad is not None:
+                p.grad.view(-1).index_fill_(0, idx, 0.0)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, idx, values in self.entries:
+            p.view(-1).index_copy_(0, idx, values)
+
+    def count(self) -> int:
+        return sum(idx.numel() for _, idx, _ in self.entries)
+
+
+def build_optimizer(groups: list[ParamGroup], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with one param group per :class:`ParamGroup`, ``lr = base(lr_key) · lr_scale``."""
+    base = {"lr": config.optim.lr, "adaptor_lr": config.optim.adaptor_lr}
+    for g in groups:
+        if g.lr_key not in base:
+            raise ValueError(f"group {g.name}: lr_key {g.lr_key!r} must be one of {sorted(base)}")
+    return torch.optim.AdamW(
+        [{"params": g.params, "lr": base[g.lr_key] * g.lr_scale, "name": g.name} for g in groups if g.params],
+        weight_decay=config.optim.weight_decay,
+    )
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _flatten(d: dict, prefix=()) -> dict:
+    out = {}
+    for k, v in d.items():
+        key = prefix + (k,)
+        if isinstance(v, dict) and k != "options":
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_same_run(out_dir: Path, config: TrainConfig) -> None:
+    """A resumed run must compute the same thing: compare against the saved ``config.yaml``."""
+    import yaml
+
+    saved_file = out_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    old, new = _flatten(yaml.safe_load(saved_file.read_text()) or {}), _flatten(config.to_dict())
+    diff = sorted(".".join(k) for k in set(old) | set(new) if old.get(k) != new.get(k)
+                  and not any(k[:len(p)] == p for p in _RESUME_MAY_DIFFER))
+    if diff:
+        raise ValueError(f"{out_dir}: cannot resume with a different config (changed: {diff}); "
+                         "use a new out_dir for a new run")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records past ``step`` (written by the killed run after its last checkpoint)."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+def train(config: TrainConfig, model=None, items: list[dict] | None = None, resume: bool = False,
+          on_step: Callable[[dict], None] | None = None) -> Path:
+    """Train a speech LLM for Stage 1 and save it.
+
+    Args:
+        config: the run (:func:`omnishift.train.config.load_config`).
+        model: a :class:`SpeechLLM` to train in place (default: :func:`build_model`); LoRA wraps
+            its ``llm``. On resume it must be built exactly as for the first run.
+        items: processor items (default: :func:`build_items`); ``id`` keys name them in errors.
+        resume: continue from the newest checkpoint in ``out_dir`` (start fresh if there is none).
+        on_step: called with each step's log record after logging and checkpointing (progress
+            hooks; tests raise from it to simulate a kill).
+
+    Returns:
+        ``out_dir/final``, loadable with ``SpeechLLM.from_pretrained``.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a run and ``resume`` is False.
+        FloatingPointError: non-finite loss or gradient norm (names step and item ids).
+    """
+    out_dir = Path(config.out_dir)
+    ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
+    if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
+        raise FileExistsError(f"{out_dir} already holds a run: resume it (resume=True) or choose a new out_dir")
+    if resume:
+        _check_same_run(out_dir, config)
+        if final_dir.is_dir():
+            log.info("%s is already trained", final_dir)
+            return final_dir
+    loop_cfg, seed = config.loop, config.loop.seed
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    model = model if model is not None else build_model(config)
+    items = items if items is not None else build_items(config, model.tokenizer)
+    if not items:
+        raise ValueError("no training items")
+    device = _device(loop_cfg.device)
+    model.to(device)
+    groups = setup_method(model, config.method.name, config.method.options)
+    optimizer = build_optimizer(groups, config)
+    n_batches = math.ceil(len(items) / loop_cfg.batch_size)
+    total = loop_cfg.max_steps or loop_cfg.epochs * math.ceil(n_batches / loop_cfg.grad_accum)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
+    trainable = [p for g in groups for p in g.params]
+    state = LoopState(n_items=len(items))
+    last = latest_checkpoint(ckpt_root) if resume else None
+    if last is not None:
+        state = load_checkpoint(last, model, optimizer, scheduler)
+        if state.n_items != len(items):
+            raise ValueError(f"{last} was trained on {state.n_items} items, this resume has {len(items)}; "
+                             "resume with the same data")
+        log.info("resumed from %s (step %d)", last, state.step)
+    if resume:
+        _truncate_log(log_file, state.step)  # records the killed run wrote after its last checkpoint
+    fixed = FixedEntries(groups)  # after loading: the fixed values are the base model's either way
+    atomic_write_text(out_dir / "config.yaml", dump_config(config))
+    log.info("method %s: %d trainable parameters in %d groups, %d entries held fixed; %d steps",
+             config.method.name, sum(p.numel() for p in trainable), len(groups), fixed.count(), total)
+
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    model.train()
+    model.encoder.eval()
+    bar = tqdm(total=total, initial=state.step, disable=not loop_cfg.progress, desc=f"train[{config.method.name}]")
+    order, order_epoch, record = None, None, {}
+    with open(log_file, "a", encoding="utf-8") as logf:
+        while state.step < total:
+            t0 = time.perf_counter()
+            if order_epoch != state.epoch:
+                order, order_epoch = epoch_order(len(items), seed, state.epoch), state.epoch
+            stop = min(state.batch_in_epoch + loop_cfg.grad_accum, n_batches)
+            micro = []
+            for b in range(state.batch_in_epoch, stop):
+                idx = order[b * loop_cfg.batch_size:(b + 1) * loop_cfg.batch_size].tolist()
+                batch = model.processor([items[i] for i in idx], padding_side="right")
+                batch = limit_response_tokens(batch, config.data.max_response_tokens)
+                micro.append((idx, batch))
+            n_target = sum(int(b["labels"][:, 1:].ne(IGNORE_INDEX).sum()) for _, b in micro)
+            ids = [items[i].get("id", f"#{i}") for idx, _ in micro for i in idx]
+            if n_target == 0:
+                raise ValueError(f"step {state.step + 1}: items {ids} have no response tokens to train on")
+            loss_sum, tokens = 0.0, 0
+            for idx, batch in micro:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with autocast():
+                    loss = model(batch, num_items_in_batch=n_target).loss
+                if not torch.isfinite(loss.detach()):
+                    bad = [items[i].get("id", f"#{i}") for i in idx]
+                    raise FloatingPointError(f"non-finite loss ({float(loss.detach())}) at step {state.step + 1} "
+                                             f"(epoch {state.epoch}); batch items: {bad}")
+                loss.backward()
+                loss_sum += float(loss.detach())
+                tokens += int(batch["attention_mask"].sum())
+            fixed.zero_grads()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm or float("inf"))
+            if not torch.isfinite(grad_norm):
+                raise FloatingPointError(f"non-finite gradient norm at step {state.step + 1} (epoch {state.epoch}); "
+                                         f"batch items: {ids}")
+            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+            optimizer.step()
+            fixed.restore()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            state.step += 1
+            state.batch_in_epoch = stop
+            if stop == n_batches:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            seconds = time.perf_counter() - t0
+            record = {"step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / n_batches, 4), "loss": loss_sum, "lr": lrs,
+                      "grad_norm": float(grad_norm), "tokens": tokens, "target_tokens": n_target,
+                      "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+            if state.step % loop_cfg.log_every == 0 or state.step == total:
+                logf.write(json.dumps(record) + "\n")
+                logf.flush()
+            bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+            every = config.checkpoint.save_every
+            if every and state.step % every == 0:
+                save_checkpoint(checkpoint_path(ckpt_root, state.step), model, optimizer, scheduler, state)
+                prune_checkpoints(ckpt_root, config.checkpoint.keep_last)
+            if on_step is not None:
+                on_step(record)
+    bar.close()
+    model.eval()
+    model.save_pretrained(final_dir)
+    summary = {"method": config.method.name, "steps": state.step, "final_loss": record.get("loss"),
+               "trainable_parameters": sum(p.numel() for p in trainable), "fixed_entries": fixed.count()}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return final_dir

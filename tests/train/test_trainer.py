@@ -1,0 +1,105 @@
+"""The training loop: exact kill-and-resume, NaN stops, accumulation, checkpoints, final folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from omnishift.models.speech_llm import SpeechLLM
+from omnishift.train.checkpoint import checkpoint_dirs
+from omnishift.train.trainer import build_model, limit_response_tokens, train
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_at(step: int):
+    def hook(record):
+        if record["step"] == step:
+            raise Killed(f"simulated kill after step {step}")
+    return hook
+
+
+def _log(out_dir) -> list[dict]:
+    return [json.loads(x) for x in (out_dir / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method,accum", [("full", 2), ("lora", 1)])
+def test_kill_and_resume_is_bitwise_identical(make_config, speech_items, method, accum):
+    # 6 items, batch 2: accum 2 -> steps of 2 + 1 micro-batches, the checkpoint at step 2 ends epoch 0;
+    # accum 1 -> 3 steps per epoch, the checkpoint sits mid-epoch. Both runs go on into epoch 1.
+    sections = dict(loop={"max_steps": 4, "grad_accum": accum}, checkpoint={"save_every": 2, "keep_last": 1})
+    ref_cfg = make_config(method, out="ref", **sections)
+    ref = train(ref_cfg, items=speech_items)
+
+    cfg = make_config(method, out="killed", **sections)
+    with pytest.raises(Killed):
+        train(cfg, items=speech_items, on_step=_kill_at(3))
+    run = cfg.out_dir
+    assert [s for s, _ in checkpoint_dirs(f"{run}/checkpoints")] == [2]
+    assert not (ref.parent.parent / "killed" / "final").exists()
+    opt_state = torch.load(f"{run}/checkpoints/step-00000002/optimizer.pt", weights_only=True)
+    assert opt_state["state"] and {g["name"] for g in opt_state["param_groups"]} >= {"adaptor"}
+
+    with pytest.raises(ValueError, match="trained on 6 items, this resume has 5"):
+        train(cfg, items=speech_items[:5], resume=True)
+    out = train(cfg, items=speech_items, resume=True)
+    a, b = SpeechLLM.from_pretrained(ref).state_dict(), SpeechLLM.from_pretrained(out).state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ref_log, log = _log(ref.parent), _log(out.parent)
+    assert [r["step"] for r in log] == [1, 2, 3, 4]  # the killed run's step 3 was dropped and redone
+    assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
+    assert [r["grad_norm"] for r in log] == [r["grad_norm"] for r in ref_log]
+    assert train(cfg, items=speech_items, resume=True) == out  # finished run: nothing to do
+
+
+def test_nan_loss_stops_with_step_and_items(make_config, speech_items):
+    cfg = make_config("full")
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.adaptor.linear2.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at step 1 .*batch items: \['q\d', 'q\d'\]"):
+        train(cfg, model=model, items=speech_items)
+
+
+def test_accumulation_matches_one_big_batch(make_config, speech_items):
+    # loss is normalised over all response tokens of the step, so 2x2 micro-batches == 1x4
+    big = make_config("full", out="big", loop={"batch_size": 4, "grad_accum": 1, "max_steps": 1})
+    acc = make_config("full", out="acc", loop={"batch_size": 2, "grad_accum": 2, "max_steps": 1})
+    a, b = train(big, items=speech_items[:4]), train(acc, items=speech_items[:4])
+    la, lb = _log(a.parent)[0], _log(b.parent)[0]
+    assert la["target_tokens"] == lb["target_tokens"]
+    assert la["loss"] == pytest.approx(lb["loss"], rel=1e-5)
+    assert la["grad_norm"] == pytest.approx(lb["grad_norm"], rel=1e-4)
+
+
+def test_checkpoint_rotation_and_run_guards(make_config, speech_items):
+    cfg = make_config("frozen", loop={"max_steps": 4}, checkpoint={"save_every": 1, "keep_last": 2})
+    out = train(cfg, items=speech_items)
+    assert [s for s, _ in checkpoint_dirs(out.parent / "checkpoints")] == [3, 4]
+    assert json.loads((out.parent / "summary.json").read_text())["steps"] == 4
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg, items=speech_items)
+    changed = make_config("frozen", loop={"max_steps": 4, "seed": 1}, checkpoint={"save_every": 1, "keep_last": 2})
+    with pytest.raises(ValueError, match=r"changed: \['loop.seed'\]"):
+        train(changed, items=speech_items, resume=True)
+
+
+def test_limit_response_tokens_keeps_first_tokens(tiny_speech_llm, speech_items):
+    items = [dict(it, response="a much longer answer " * 3) for it in speech_items[:3]]
+    batch = tiny_speech_llm.processor(items)
+    cut = limit_response_tokens(batch, 4)
+    assert (cut["labels"] != -100).sum(1).tolist() == [4, 4, 4]
+    L = cut["labels"].shape[1]
+    assert L < batch["labels"].shape[1] and cut["speech_mask"].sum() == batch["speech_mask"].sum()
+    kept = cut["labels"] != -100
+    assert torch.equal(cut["labels"][kept], batch["labels"][:, :L][kept])
+    with torch.no_grad():  # causal: cropping the tail does not change the kept positions' logits
+        full = tiny_speech_llm({k: v for k, v in batch.items() if k != "labels"}).logits[:, :L]
+        part = tiny_speech_llm({k: v for k, v in cut.items() if k != "labels"}).logits
+    assert torch.allclose(full[kept], part[kept], atol=1e-5)
