@@ -108,6 +108,20 @@ def add_parser(sub) -> None:
     pl.add_argument("--out", required=True)
     pl.set_defaults(func=cmd_plot_layers)
 
+    cl = isub.add_parser("cluster", help="Fig. 1: rank clustering of the top-5%% region (text vs speech side by side)")
+    cl.add_argument("runs", nargs="+", help="LABEL=SCORE_DIR, e.g. text=runs/imp/text speech=runs/imp/speech")
+    cl.add_argument("--layer", type=int, help="decoder layer (default: the middle one)")
+    cl.add_argument("--fraction", type=float, default=0.05)
+    cl.add_argument("--out", required=True, help="PNG path; scores go beside it as .json")
+    cl.set_defaults(func=cmd_cluster)
+
+    ch = isub.add_parser("change", help="Fig. 4: |W_ft - W_base| heatmaps of fine-tuned speech LLMs")
+    ch.add_argument("runs", nargs="+", help="LABEL=SPEECH_LLM_DIR (full weights or PEFT adapter)")
+    ch.add_argument("--base", help="base LLM (default: the one named in each folder's config)")
+    ch.add_argument("--layer", type=int)
+    ch.add_argument("--out", required=True)
+    ch.set_defaults(func=cmd_change)
+
     lr = isub.add_parser("lr", help="eq. 3 layer-wise LR coefficients from TEXT scores")
     lr.add_argument("scores")
     lr.add_argument("--lam", type=float, default=0.4)
@@ -176,4 +190,38 @@ def cmd_lr(args) -> int:
     from omnishift.importance.shift import write_layer_lr
 
     print(json.dumps(write_layer_lr(args.scores, args.out, args.lam), indent=2))
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from omnishift.importance.clustering import plot_rank_clustering
+    from omnishift.paths import atomic_write_text
+
+    runs = dict(r.split("=", 1) for r in args.runs)
+    png, scores = plot_rank_clustering(runs, args.out, layer=args.layer, fraction=args.fraction)
+    summary = {label: {name: round(v["score"], 3) for name, v in per.items()} for label, per in scores.items()}
+    atomic_write_text(Path(args.out).with_suffix(".json"), json.dumps(scores, indent=2) + "\n")
+    print(json.dumps({"figure": str(png), "clustering_score": summary}, indent=2))
+    return 0
+
+
+def cmd_change(args) -> int:
+    """Deltas against the base LLM: full checkpoints by subtraction, PEFT adapters as scale·B·A."""
+    from omnishift.importance.change import lora_deltas, plot_change_heatmaps, weight_deltas
+    from omnishift.importance.clustering import select_matrices
+    from omnishift.models.defaults import load_llm
+
+    deltas, base_cache = {}, {}
+    for label, folder in (r.split("=", 1) for r in args.runs):
+        meta = json.loads((Path(folder) / "omnishift_config.json").read_text())
+        if meta["llm_format"] == "peft":
+            deltas[label] = lora_deltas(Path(folder) / "llm_adapter")
+            continue
+        base_name = args.base or meta["llm"]
+        if base_name not in base_cache:
+            base_cache[base_name] = load_llm(base_name)[0].state_dict()
+        tuned = load_llm(Path(folder) / "llm")[0].state_dict()
+        names = select_matrices(list(tuned), args.layer)
+        deltas[label] = weight_deltas(base_cache[base_name], tuned, names)
+    print(plot_change_heatmaps(deltas, args.out))
     return 0
