@@ -215,7 +215,8 @@ def cmd_change(args) -> int:
     for label, folder in (r.split("=", 1) for r in args.runs):
         meta = json.loads((Path(folder) / "omnishift_config.json").read_text())
         if meta["llm_format"] == "peft":
-            deltas[label] = lora_deltas(Path(folder) / "llm_adapter")
+            d = lora_deltas(Path(folder) / "llm_adapter")
+            deltas[label] = {n: d[n] for n in select_matrices(list(d), args.layer)}
             continue
         base_name = args.base or meta["llm"]
         if base_name not in base_cache:

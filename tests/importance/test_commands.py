@@ -1,0 +1,32 @@
+"""The importance CLI on tiny saved models: change heatmaps from a full and a LoRA checkpoint."""
+
+from __future__ import annotations
+
+import torch
+from tiny_models import make_tiny_encoder, make_tiny_llm
+
+from omnishift.cli import main
+from omnishift.models.speech_llm import SpeechLLM, SpeechLLMConfig
+
+
+def test_change_command_full_and_lora(tmp_path, tiny_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    llm = make_tiny_llm(len(tiny_tokenizer))
+    llm.save_pretrained(tmp_path / "base")
+    tiny_tokenizer.save_pretrained(tmp_path / "base")
+    enc, fe = make_tiny_encoder()
+    enc.save_pretrained(tmp_path / "enc")
+    fe.save_pretrained(tmp_path / "enc")
+    cfg = SpeechLLMConfig(llm=str(tmp_path / "base"), encoder=str(tmp_path / "enc"), adaptor_hidden=8)
+    full = SpeechLLM.from_config(cfg)
+    with torch.no_grad():
+        full.llm.model.layers[1].mlp.up_proj.weight[3, :] += 1.0  # a planted row change
+    full.save_pretrained(tmp_path / "full")
+    lora = SpeechLLM.from_config(cfg)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora.llm = get_peft_model(lora.llm, LoraConfig(r=2, lora_alpha=4, target_modules=targets, init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "lora")
+    out = tmp_path / "fig4.png"
+    assert main(["importance", "change", f"full={tmp_path / 'full'}", f"lora={tmp_path / 'lora'}", "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
