@@ -94,6 +94,8 @@ def add_parser(sub) -> None:
     d.add_argument("--limit", type=int, default=64)
     d.add_argument("--fraction", type=float, default=0.03)
     d.add_argument("--per-matrix", action="store_true")
+    d.add_argument("--scope", choices=["layers", "all"], default="layers",
+                   help="decoder-layer matrices (default) or every scored tensor incl. embeddings and norms")
     d.add_argument("--max-response-tokens", type=int, default=128)
     d.add_argument("--out", required=True)
     d.set_defaults(func=cmd_deactivate)
@@ -165,7 +167,8 @@ def cmd_deactivate(args) -> int:
     if args.speech_data:
         sets["speech"] = build_items(args.speech_data, "speech", args.limit, args.audio_dir,
                                      args.max_response_tokens, model.tokenizer)[0]
-    rows = deactivation_table(model, args.scores, sets, fraction=args.fraction, per_matrix=args.per_matrix)
+    rows = deactivation_table(model, args.scores, sets, fraction=args.fraction, per_matrix=args.per_matrix,
+                              scope=args.scope)
     md, _ = write_table(rows, args.out, args.fraction, label=args.model or model.config.llm)
     print(md.read_text())
     return 0

@@ -30,7 +30,7 @@ def test_deactivation_table(tmp_path, tiny_tokenizer):
     compute_importance(m, train, ImportanceConfig(batch_size=5), tmp_path / "imp", progress=False)
     before = {n: p.clone() for n, p in m.state_dict().items()}
     held = _items(6, offset=3)
-    rows = deactivation_table(m, tmp_path / "imp", {"text": held}, fraction=0.03, progress=False)
+    rows = deactivation_table(m, tmp_path / "imp", {"text": held}, fraction=0.03, progress=False, scope="all")
     r = rows[0]
     assert r["base"] == perplexity(m, held)
     total = sum(p.numel() for p in m.llm.parameters())
@@ -41,5 +41,8 @@ def test_deactivation_table(tmp_path, tiny_tokenizer):
     assert all(torch.equal(before[n], p) for n, p in m.state_dict().items()), "weights must be restored"
     md, csv_path = write_table(rows, tmp_path, 0.03, label="tiny")
     assert "Top 3%" in md.read_text() and csv_path.read_text().count("\n") == 2
-    per = deactivation_table(m, tmp_path / "imp", {"text": held}, per_matrix=True, progress=False)[0]
+    per = deactivation_table(m, tmp_path / "imp", {"text": held}, per_matrix=True, progress=False, scope="all")[0]
     assert per["top"] > per["bottom"]
+    layers = deactivation_table(m, tmp_path / "imp", {"text": held}, progress=False)[0]
+    n_layer = sum(p.numel() for n, p in m.llm.named_parameters() if ".layers." in n and p.dim() == 2)
+    assert layers["zeroed"]["top"] == round(0.03 * n_layer) and layers["top"] > layers["bottom"]
