@@ -60,8 +60,9 @@ def validate_taylor(model, items: list[dict], n: int = 200, seed: int = 0, dtype
     """
     m = copy.deepcopy(model).to(dtype).eval()
     batch = m.processor(items)
-    if "input_features" in batch:
-        batch["input_features"] = batch["input_features"].to(dtype)
+    for key in ("input_features", "encoder_states"):
+        if key in batch:
+            batch[key] = batch[key].to(dtype)
     params = dict(m.llm.named_parameters())
     m.requires_grad_(False)
     for p in params.values():

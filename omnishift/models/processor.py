@@ -63,6 +63,15 @@ class FramePolicy:
         return self.encoder_frames(num_samples, sample_rate) // self.k
 
 
+def _load_states(x) -> torch.Tensor:
+    """Encoder states given as a tensor or as a feature-cache safetensors file."""
+    if isinstance(x, torch.Tensor):
+        return x
+    from safetensors.torch import load_file
+
+    return load_file(str(x))["states"]
+
+
 class SpeechLLMProcessor:
     """Builds batches: chat template, placeholder slots, labels, padding, log-mel features.
 
@@ -106,18 +115,21 @@ class SpeechLLMProcessor:
         """Build a batch.
 
         Args:
-            items: dicts with ``prompt`` (str; contains the placeholder iff ``audio`` is given),
-                optional ``audio`` (float32 mono 16 kHz array) and optional ``response``.
+            items: dicts with ``prompt`` (str; contains the placeholder iff speech is given),
+                optional ``audio`` (float32 mono 16 kHz array) or ``encoder_states`` (cached
+                ``(frames, C)`` encoder output or its cache file), and optional ``response``.
             padding_side: ``right`` for training, ``left`` for generation.
 
         Returns:
             ``input_ids``, ``attention_mask``, ``labels`` (B, L); ``speech_mask`` (B, L) marking
-            speech slots; and when any item has audio ``input_features`` (N, n_mels, 3000) and
-            ``speech_frames`` (N,) encoder frames to keep per clip, in item order.
+            speech slots; and when items have speech, ``speech_frames`` (N,) encoder frames to
+            keep per clip, in item order, plus ``input_features`` (N, n_mels, 3000) for raw audio
+            or ``encoder_states`` (N, max frames, C) for cached states.
         """
-        rows, speech_audio, speech_frames = [], [], []
+        rows, speech_audio, speech_states, speech_frames = [], [], [], []
         for i, item in enumerate(items):
-            prompt, audio = item["prompt"], item.get("audio")
+            prompt = item["prompt"]
+            audio = item.get("audio") if item.get("audio") is not None else item.get("encoder_states")
             n_slots = prompt.count(self.placeholder)
             if (audio is None) != (n_slots == 0) or n_slots > 1:
                 raise ValueError(
@@ -129,18 +141,31 @@ class SpeechLLMProcessor:
                 ids, is_speech = self._encode(head), None
             else:
                 before, after = head.split(self.placeholder)
-                frames = self.frame_policy.encoder_frames(len(audio))
+                if item.get("audio") is not None:
+                    frames = self.frame_policy.encoder_frames(len(audio))
+                    speech_audio.append(np.asarray(audio, dtype=np.float32))
+                else:  # cached encoder output (a tensor, or a feature-cache file)
+                    states = _load_states(audio)  # frames, C
+                    frames = states.shape[0]
+                    speech_states.append(states)
                 n_emb = frames // self.frame_policy.k
                 pre, post = self._encode(before), self._encode(after)
                 ids = pre + [self.tokenizer.pad_token_id] * n_emb + post
                 is_speech = [False] * len(pre) + [True] * n_emb + [False] * len(post)
-                speech_audio.append(np.asarray(audio, dtype=np.float32))
                 speech_frames.append(frames)
             resp = self._encode(full[len(head):]) if item.get("response") is not None else []
             labels = [IGNORE_INDEX] * len(ids) + resp
             is_speech = (is_speech or [False] * len(ids)) + [False] * len(resp)
             rows.append((ids + resp, labels, is_speech))
         batch = self._pad(rows, padding_side)
+        if speech_audio and speech_states:
+            raise ValueError("a batch mixes raw audio and cached encoder states; attach the cache to all items")
+        if speech_states:
+            padded = torch.zeros(len(speech_states), max(speech_frames), speech_states[0].shape[1])
+            for j, st in enumerate(speech_states):
+                padded[j, : st.shape[0]] = st
+            batch["encoder_states"] = padded  # N, max frames, C
+            batch["speech_frames"] = torch.tensor(speech_frames, dtype=torch.long)
         if speech_audio:
             feats = self.feature_extractor(
                 speech_audio, sampling_rate=16000, return_tensors="pt", padding="max_length"

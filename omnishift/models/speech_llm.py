@@ -101,28 +101,32 @@ class SpeechLLM(nn.Module):
         return cls(config, llm, tok, encoder, fe)
 
     # ---- forward -------------------------------------------------------------------------
-    def speech_embeddings(self, input_features: torch.Tensor, speech_frames: torch.Tensor) -> torch.Tensor:
-        """Encode clips and adapt only their kept frames.
+    def speech_embeddings(self, batch: dict) -> torch.Tensor:
+        """Encode clips (or take cached encoder states) and adapt only their kept frames.
 
         Args:
-            input_features: ``(N, n_mels, 3000)`` log-mel features.
-            speech_frames: ``(N,)`` encoder frames to keep per clip (multiples of k).
+            batch: a processor batch with ``speech_frames`` (N,) and either ``input_features``
+                (N, n_mels, 3000) or ``encoder_states`` (N, max frames, C).
 
         Returns:
             ``(sum_i speech_frames_i / k, d_llm)``: the embeddings of all clips, concatenated in order.
         """
-        with torch.no_grad():
-            feats = self.encoder(input_features.to(self.encoder.dtype)).last_hidden_state  # N, 1500, C
-        keep = int(speech_frames.max())
+        frames = batch["speech_frames"]
+        keep = int(frames.max())
+        if "encoder_states" in batch:
+            feats = batch["encoder_states"]  # N, >=keep, C
+        else:
+            with torch.no_grad():
+                feats = self.encoder(batch["input_features"].to(self.encoder.dtype)).last_hidden_state  # N, 1500, C
         emb = self.adaptor(feats[:, :keep].to(self.adaptor.linear1.weight.dtype))  # N, keep, C -> N, keep/k, H
-        n_emb = speech_frames // self.config.k
+        n_emb = frames // self.config.k
         valid = torch.arange(emb.shape[1], device=emb.device)[None, :] < n_emb[:, None].to(emb.device)  # N, keep/k
         return emb[valid]  # N, keep/k, H -> sum(n_emb), H
 
     def input_embeddings(self, batch: dict) -> torch.Tensor:
         """Token embeddings with the speech slots filled: ``(B, L, H)``."""
         embeds = self.llm.get_input_embeddings()(batch["input_ids"])
-        speech = self.speech_embeddings(batch["input_features"], batch["speech_frames"]).to(embeds.dtype)
+        speech = self.speech_embeddings(batch).to(embeds.dtype)
         mask = batch["speech_mask"]
         if int(mask.sum()) != speech.shape[0]:
             raise RuntimeError(f"batch reserves {int(mask.sum())} speech slots but audio gives {speech.shape[0]}")
@@ -131,7 +135,7 @@ class SpeechLLM(nn.Module):
     def forward(self, batch: dict, **kwargs):
         """Run the LLM on a processor batch; returns the HF output (``loss`` when labels are given)."""
         common = dict(attention_mask=batch["attention_mask"], labels=batch.get("labels"), **kwargs)
-        if "input_features" not in batch:
+        if "speech_frames" not in batch:
             return self.llm(input_ids=batch["input_ids"], **common)
         return self.llm(inputs_embeds=self.input_embeddings(batch), **common)
 
@@ -144,7 +148,7 @@ class SpeechLLM(nn.Module):
             attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens, do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id, **kwargs,
         )
-        if "input_features" in batch:
+        if "speech_frames" in batch:
             out = self.llm.generate(inputs_embeds=self.input_embeddings(batch), **kw)
         else:
             out = self.llm.generate(input_ids=batch["input_ids"], **kw)[:, batch["input_ids"].shape[1]:]
