@@ -42,6 +42,7 @@ class DataConfig:
         audio_dir: where missing audio is synthesized with eSpeak NG (and reused).
         max_response_tokens: labelled response tokens kept per item (later ones are not trained
             on and are cropped from the batch); None keeps all.
+        feature_cache: folder of the frozen encoder's cached outputs (None: encode every step).
     """
 
     source: str | None = None
@@ -49,6 +50,7 @@ class DataConfig:
     limit: int | None = None
     audio_dir: str | None = None
     max_response_tokens: int | None = 256
+    feature_cache: str | None = None
 
 
 @dataclass

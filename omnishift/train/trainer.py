@@ -76,6 +76,18 @@ def build_items(config: TrainConfig, tokenizer=None) -> list[dict]:
     return items
 
 
+def attach_feature_cache(config: TrainConfig, model, items: list[dict]) -> list[dict]:
+    """Swap raw audio for cached encoder states when ``data.feature_cache`` is set."""
+    if not config.data.feature_cache:
+        return items
+    from omnishift.models.feature_cache import EncoderFeatureCache
+
+    cache = EncoderFeatureCache(config.data.feature_cache, model)
+    items = cache.attach(items)
+    log.info("encoder feature cache %s: %d hits, %d computed", config.data.feature_cache, cache.hits, cache.misses)
+    return items
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The item order of one epoch: ``randperm(n)`` from a generator seeded with ``seed + epoch``."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
@@ -217,6 +229,7 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     random.seed(seed)
     model = model if model is not None else build_model(config)
     items = items if items is not None else build_items(config, model.tokenizer)
+    items = attach_feature_cache(config, model, items)
     if not items:
         raise ValueError("no training items")
     device = _device(loop_cfg.device)

@@ -103,3 +103,21 @@ def test_limit_response_tokens_keeps_first_tokens(tiny_speech_llm, speech_items)
         full = tiny_speech_llm({k: v for k, v in batch.items() if k != "labels"}).logits[:, :L]
         part = tiny_speech_llm({k: v for k, v in cut.items() if k != "labels"}).logits
     assert torch.allclose(full[kept], part[kept], atol=1e-5)
+
+
+def test_feature_cache_trains_the_same_and_is_reused(make_config, speech_items, tmp_path):
+    import json
+
+    from omnishift.train.trainer import train
+
+    plain = train(make_config(out="plain"), items=speech_items)
+    cache_dir = str(tmp_path / "feats")
+    cached = train(make_config(out="cached", data={"feature_cache": cache_dir}), items=speech_items)
+    losses = [[json.loads(x)["loss"] for x in (p.parent / "log.jsonl").read_text().splitlines()] for p in (plain, cached)]
+    assert len(losses[0]) == len(losses[1]) == 3
+    for a, b in zip(*losses):
+        assert abs(a - b) < 1e-4 * max(1.0, abs(a))
+    n_files = len(list((tmp_path / "feats").rglob("*.safetensors")))
+    assert n_files == len(speech_items)
+    train(make_config(out="cached2", data={"feature_cache": cache_dir}), items=speech_items)
+    assert len(list((tmp_path / "feats").rglob("*.safetensors"))) == n_files  # all hits, nothing new
