@@ -108,6 +108,7 @@ def add_parser(sub) -> None:
     pl = isub.add_parser("plot-layers", help="Fig. 2-3: layer-wise distributions of several score folders")
     pl.add_argument("runs", nargs="+", help="LABEL=DIR")
     pl.add_argument("--out", required=True)
+    pl.add_argument("--title", default="", help="figure title (default: 'Layer-wise textual importance')")
     pl.set_defaults(func=cmd_plot_layers)
 
     cl = isub.add_parser("cluster", help="Fig. 1: rank clustering of the top-5%% region (text vs speech side by side)")
@@ -185,7 +186,7 @@ def cmd_plot_layers(args) -> int:
     from omnishift.importance.shift import plot_layer_distributions
 
     runs = dict(r.split("=", 1) for r in args.runs)
-    print(plot_layer_distributions(runs, args.out))
+    print(plot_layer_distributions(runs, args.out, title=args.title))
     return 0
 
 
