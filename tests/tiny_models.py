@@ -72,3 +72,22 @@ def tone(seconds: float, sr: int = 16000, freq: float = 220.0, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
     return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def save_tiny_parts(root, tokenizer, **config):
+    """Save a tiny LLM (+ tokenizer) and encoder (+ feature extractor) as HF folders under ``root``.
+
+    Returns:
+        A :class:`SpeechLLMConfig` naming them by path, so ``from_config``/``from_pretrained`` work.
+    """
+    from pathlib import Path
+
+    from omnishift.models.speech_llm import SpeechLLMConfig
+
+    root = Path(root)
+    make_tiny_llm(len(tokenizer)).save_pretrained(root / "llm")
+    tokenizer.save_pretrained(root / "llm")
+    enc, fe = make_tiny_encoder()
+    enc.save_pretrained(root / "encoder")
+    fe.save_pretrained(root / "encoder")
+    return SpeechLLMConfig(llm=str(root / "llm"), encoder=str(root / "encoder"), **{"adaptor_hidden": 24, **config})

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import torch
-from tiny_models import make_tiny_encoder, make_tiny_llm
+from tiny_models import save_tiny_parts
 
 from omnishift.cli import main
-from omnishift.models.speech_llm import SpeechLLM, SpeechLLMConfig
+from omnishift.models.speech_llm import SpeechLLM
 
 
 def test_change_command_full_and_lora(tmp_path, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
 
-    llm = make_tiny_llm(len(tiny_tokenizer))
-    llm.save_pretrained(tmp_path / "base")
-    tiny_tokenizer.save_pretrained(tmp_path / "base")
-    enc, fe = make_tiny_encoder()
-    enc.save_pretrained(tmp_path / "enc")
-    fe.save_pretrained(tmp_path / "enc")
-    cfg = SpeechLLMConfig(llm=str(tmp_path / "base"), encoder=str(tmp_path / "enc"), adaptor_hidden=8)
+    cfg = save_tiny_parts(tmp_path, tiny_tokenizer, adaptor_hidden=8)
     full = SpeechLLM.from_config(cfg)
     with torch.no_grad():
         full.llm.model.layers[1].mlp.up_proj.weight[3, :] += 1.0  # a planted row change

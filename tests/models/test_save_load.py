@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tiny_models import make_tiny_encoder, make_tiny_llm, tone
+from tiny_models import save_tiny_parts, tone
 
 from omnishift.models.processor import s2t_prompt, t2t_prompt
 from omnishift.models.speech_llm import SpeechLLM, SpeechLLMConfig
@@ -15,14 +15,7 @@ from omnishift.models.speech_llm import SpeechLLM, SpeechLLMConfig
 @pytest.fixture()
 def parts_on_disk(tmp_path, tiny_tokenizer):
     """Tiny base LLM and encoder saved as HF folders, so a config can name them by path."""
-    llm = make_tiny_llm(len(tiny_tokenizer))
-    llm.save_pretrained(tmp_path / "base_llm")
-    tiny_tokenizer.save_pretrained(tmp_path / "base_llm")
-    enc, fe = make_tiny_encoder()
-    enc.save_pretrained(tmp_path / "encoder")
-    fe.save_pretrained(tmp_path / "encoder")
-    cfg = SpeechLLMConfig(llm=str(tmp_path / "base_llm"), encoder=str(tmp_path / "encoder"), adaptor_hidden=24, seed=3)
-    return cfg
+    return save_tiny_parts(tmp_path, tiny_tokenizer, seed=3)
 
 
 def _outputs(m: SpeechLLM) -> torch.Tensor:

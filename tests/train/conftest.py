@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tiny_models import make_tiny_encoder, make_tiny_llm, tone
+from tiny_models import save_tiny_parts, tone
 
 from omnishift.models.processor import s2t_prompt
 from omnishift.models.speech_llm import SpeechLLMConfig
@@ -13,14 +13,7 @@ from omnishift.train.config import TrainConfig, config_from_dict
 @pytest.fixture(scope="session")
 def tiny_model_config(tmp_path_factory, tiny_tokenizer) -> SpeechLLMConfig:
     """SpeechLLMConfig naming a tiny LLM and encoder saved as HF folders."""
-    root = tmp_path_factory.mktemp("tiny_parts")
-    llm = make_tiny_llm(len(tiny_tokenizer))
-    llm.save_pretrained(root / "llm")
-    tiny_tokenizer.save_pretrained(root / "llm")
-    enc, fe = make_tiny_encoder()
-    enc.save_pretrained(root / "encoder")
-    fe.save_pretrained(root / "encoder")
-    return SpeechLLMConfig(llm=str(root / "llm"), encoder=str(root / "encoder"), adaptor_hidden=24, seed=3)
+    return save_tiny_parts(tmp_path_factory.mktemp("tiny_parts"), tiny_tokenizer, seed=3)
 
 
 @pytest.fixture(scope="session")
