@@ -10,17 +10,6 @@ import time
 from pathlib import Path
 
 
-def _load_speech_llm(model: str | None, frame_policy: str | None = None):
-    """A saved speech-LLM folder, or the default models with a fresh (untrained) adaptor."""
-    from omnishift.models.speech_llm import SpeechLLM, SpeechLLMConfig
-
-    if model:
-        m = SpeechLLM.from_pretrained(model)
-    else:
-        m = SpeechLLM.from_config(SpeechLLMConfig(**({"frame_policy": frame_policy} if frame_policy else {})))
-    return m
-
-
 def cmd_models(args) -> int:
     from omnishift.models.defaults import prepare_default_models
 
@@ -43,7 +32,9 @@ def cmd_ask(args) -> int:
 
     if bool(args.text) == bool(args.audio):
         raise SystemExit("omnishift ask: give exactly one of --text or --audio")
-    m = _load_speech_llm(args.model)
+    from omnishift.models.speech_llm import load_speech_llm
+
+    m = load_speech_llm(args.model)
     if args.text:
         answer = m.answer([t2t_prompt(args.text) if args.instruction else args.text], max_new_tokens=args.max_new_tokens)
     else:

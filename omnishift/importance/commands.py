@@ -132,16 +132,11 @@ def add_parser(sub) -> None:
     lr.set_defaults(func=cmd_lr)
 
 
-def _model(path):
-    from omnishift.models.speech_llm import SpeechLLM
-
-    return SpeechLLM.from_pretrained(path) if path else SpeechLLM.from_config()
-
-
 def cmd_compute(args) -> int:
+    from omnishift.models.speech_llm import load_speech_llm
     from omnishift.importance.estimator import ImportanceConfig, compute_importance
 
-    model = _model(args.model)
+    model = load_speech_llm(args.model)
     items, info = build_items(args.data, args.modality, args.limit, args.audio_dir, args.max_response_tokens, model.tokenizer)
     cfg = ImportanceConfig(mode=args.mode, modality=args.modality, fraction=args.fraction, batch_size=args.batch_size,
                            seed=args.seed, dtype=args.dtype)
@@ -162,8 +157,9 @@ def cmd_compute(args) -> int:
 
 def cmd_deactivate(args) -> int:
     from omnishift.importance.deactivate import deactivation_table, write_table
+    from omnishift.models.speech_llm import load_speech_llm
 
-    model = _model(args.model)
+    model = load_speech_llm(args.model)
     sets = {"text": build_items(args.text_data, "text", args.limit, None, args.max_response_tokens, model.tokenizer)[0]}
     if args.speech_data:
         sets["speech"] = build_items(args.speech_data, "speech", args.limit, args.audio_dir,

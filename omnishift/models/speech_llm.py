@@ -199,3 +199,8 @@ class SpeechLLM(nn.Module):
         model.adaptor.load_state_dict(load_file(path / ADAPTOR_NAME))
         model.adaptor.to(dtype)
         return model.eval()
+
+
+def load_speech_llm(path: str | Path | None = None, **config) -> SpeechLLM:
+    """A saved speech-LLM folder, or (``path=None``) the configured base models with a fresh adaptor."""
+    return SpeechLLM.from_pretrained(path) if path else SpeechLLM.from_config(SpeechLLMConfig(**config))
