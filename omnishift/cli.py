@@ -46,6 +46,22 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from omnishift.data.sources import load_source
+    from omnishift.evaluate.qa import build_eval_items, evaluate
+    from omnishift.models.speech_llm import load_speech_llm
+
+    model = load_speech_llm(None if args.model == "base" else args.model)
+    examples = load_source(args.benchmark, limit=args.limit)
+    modes = ["t2t", "s2t"] if args.mode == "both" else [args.mode]
+    for mode in modes:
+        items = build_eval_items(examples, mode, prompt=args.prompt)
+        summary = evaluate(model, items, Path(args.out) / mode, batch_size=args.batch_size,
+                           max_new_tokens=args.max_new_tokens, label=f"{args.model} {mode}")
+        print(json.dumps({"mode": mode, **summary}))
+    return 0
+
+
 def cmd_train(args) -> int:
     from omnishift.train.config import load_config
     from omnishift.train.trainer import train
@@ -133,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send --text as is, without the LLaMA-Omni answer instruction")
     s.add_argument("--max-new-tokens", type=int, default=64)
     s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("eval", help="spoken-QA accuracy from text (T2T) and speech (S2T)")
+    s.add_argument("model", help="'base' (default models; T2T) or a speech-LLM folder")
+    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
+    s.add_argument("--mode", choices=["t2t", "s2t", "both"], default="both")
+    s.add_argument("--prompt", choices=["instruction", "plain"], default="instruction",
+                   help="T2T user turn: question + LLaMA-Omni instruction, or the bare question")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--out", required=True, help="output folder (per-mode items.jsonl + summary.json)")
+    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("train", help="Stage-1 speech training (full, layer_lr, lora, frozen, region_freeze)")
     s.add_argument("config", help="YAML config, e.g. configs/default/lora.yaml")
