@@ -95,9 +95,19 @@ def audio_duration(path: str | Path) -> float:
 
 
 def wav_bytes(audio: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
-    """16-bit PCM mono WAV bytes of a float array (for atomic writes)."""
+    """16-bit PCM mono WAV bytes of a float array in [-1, 1] (clipped), for atomic writes.
+
+    The int16 conversion is ours (round, clip) rather than libsndfile's, so the same samples give
+    the same bytes whatever library version writes them.
+    """
     import soundfile as sf
 
+    x = np.asarray(audio, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"wav_bytes wants mono 1-D samples, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("wav_bytes: samples contain NaN or inf")
+    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
-    sf.write(buf, np.asarray(audio, dtype=np.float32), sr, format="WAV", subtype="PCM_16")
+    sf.write(buf, pcm, int(sr), format="WAV", subtype="PCM_16")
     return buf.getvalue()

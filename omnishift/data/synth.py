@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import io
 import json
 import logging
 import math
@@ -313,17 +312,9 @@ def write_wav(path: str | os.PathLike, samples: np.ndarray, sr: int = SAMPLE_RAT
     Raises:
         ValueError: samples that are not 1-D or not finite.
     """
-    import soundfile as sf
+    from omnishift.data.audio import wav_bytes
 
-    x = np.asarray(samples, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"write_wav wants mono 1-D samples, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("write_wav: samples contain NaN or inf")
-    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)  # our rounding, not libsndfile's
-    buf = io.BytesIO()
-    sf.write(buf, pcm, int(sr), format="WAV", subtype="PCM_16")
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, wav_bytes(samples, sr))
 
 
 def _read_manifest(in_path: Path, text_field: str) -> list[tuple[int, dict, str, str]]:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
-from omnishift.importance.scores import MODULES, SCORES_FILE, parse_param_name
+from omnishift.importance.scores import MODULES, load_scores, parse_param_name
 
 
 def top_region(scores: torch.Tensor, fraction: float = 0.05) -> torch.Tensor:
@@ -194,16 +193,6 @@ def select_matrices(names, layer: int | None = None, modules=MODULES) -> list[st
     return picked
 
 
-def _read_selected(score_dir: str | Path, layer: int | None, modules) -> dict[str, torch.Tensor]:
-    """Only the selected matrices of a score folder (fp32): a whole 8B score file is 32 GB."""
-    path = Path(score_dir)
-    file = path / SCORES_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} not found: run `omnishift importance compute` first")
-    with safe_open(str(file), framework="pt") as f:
-        return {n: f.get_tensor(n).float() for n in select_matrices(f.keys(), layer, modules)}
-
-
 def plot_grid(panels: dict[str, dict[str, tuple[torch.Tensor, str]]], out_png: str | Path, title: str,
               colorbar_label: str, cmap: str = "magma") -> Path:
     """Rows = labels, columns = module kinds; every panel an (h, w) image in [0, 1], one colour bar.
@@ -274,7 +263,7 @@ def plot_rank_clustering(score_dirs: dict[str, str | Path], out_png: str | Path,
     panels, scores_out = {}, {}
     for label, d in score_dirs.items():
         panels[label], scores_out[label] = {}, {}
-        for name, s in _read_selected(d, layer, MODULES).items():
+        for name, s in load_scores(d, lambda names: select_matrices(names, layer, MODULES))[0].items():
             if s.dim() != 2:
                 continue
             region = top_region(s, fraction)  # (H, W) bool

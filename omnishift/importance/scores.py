@@ -98,15 +98,21 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
     return Path(path)
 
 
-def load_scores(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a score folder (or the safetensors file itself); returns ``(scores fp32, meta)``."""
+def load_scores(path: str | Path, select=None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a score folder (or the safetensors file itself); returns ``(scores fp32, meta)``.
+
+    Args:
+        select: optional ``names -> names to read``; only those tensors are loaded (a whole 8B
+            score file is 32 GB, a figure needs 7 matrices).
+    """
     path = Path(path)
     file = path / SCORES_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file} not found: run `omnishift importance compute` first")
     with safe_open(str(file), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get("omnishift", "{}"))
-        scores = {k: f.get_tensor(k).float() for k in f.keys()}
+        names = list(f.keys()) if select is None else select(list(f.keys()))
+        scores = {k: f.get_tensor(k).float() for k in names}
     return scores, meta
 
 

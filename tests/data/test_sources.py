@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from omnishift.data.audio import wav_bytes
 from omnishift.data.manifest import SkipReport
 from omnishift.data.sources import (
     HF_SCHEMAS, load_hf_dataset, load_instructions, load_llama_questions, load_source, load_web_questions,

@@ -10,7 +10,6 @@ import torch
 from omnishift.importance.scores import MODULES, parse_param_name, save_scores
 from omnishift.importance.shift import layer_lr_coefficients, write_layer_lr
 from omnishift.models.speech_llm import SpeechLLM
-from omnishift.train.config import load_config
 from omnishift.train.methods import setup_method
 from omnishift.train.region_freeze import top_fraction_indices
 from omnishift.train.trainer import build_model, build_optimizer, train
