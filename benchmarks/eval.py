@@ -1,10 +1,13 @@
 """Generation throughput for QA evaluation; prints one JSON object.
 
 Questions/s answering LLaMA-Omni-style T2T prompts with the default model, batched (left padding,
-batch 16) vs one at a time, on the same questions and the same greedy settings; also checks the
-outputs are identical. Questions come from ``../shared/data`` LLaMA Questions when present.
+batch 16) vs one at a time, on the same questions and the same greedy settings, both through
+``SpeechLLM.generate`` (rows leave the batch when they finish); also batched through
+``transformers``' ``generate`` (every row runs until the longest answer ends), the previous
+implementation, for comparison within the same run. Checks that all outputs are identical.
+Questions come from ``../shared/data`` LLaMA Questions.
 
-Usage: python benchmarks/eval.py [--n 32] [--batch 16] [--max-new-tokens 64]
+Usage: python benchmarks/eval.py [--n 32] [--batch 16] [--max-new-tokens 64] [--threads 2]
 """
 
 from __future__ import annotations
@@ -13,10 +16,21 @@ import argparse
 import json
 import tempfile
 import time
+import types
 from pathlib import Path
 
 
+def hf_generate(self, batch, max_new_tokens=64):
+    """The previous ``SpeechLLM.generate``: transformers' greedy ``generate`` on the whole batch."""
+    out = self.llm.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+    out = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
 def main() -> None:
+    import torch
+
     from omnishift.data.sources import load_llama_questions
     from omnishift.evaluate.qa import build_eval_items, evaluate
     from omnishift.models.speech_llm import load_speech_llm
@@ -25,22 +39,30 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    torch.set_num_threads(a.threads)
     model = load_speech_llm()
     items = build_eval_items(load_llama_questions(limit=a.n), "t2t")
     res = {}
     with tempfile.TemporaryDirectory() as d:
-        for bs in (a.batch, 1):
+        for name, bs in (("batched", a.batch), ("single", 1), ("batched_hf_generate", a.batch)):
+            m = model
+            if name == "batched_hf_generate":
+                m = types.SimpleNamespace(processor=model.processor, generate=types.MethodType(hf_generate, model))
             t0 = time.perf_counter()
-            evaluate(model, items, Path(d) / f"b{bs}", batch_size=bs, max_new_tokens=a.max_new_tokens, progress=False)
-            res[bs] = {"seconds": time.perf_counter() - t0,
-                       "outputs": {json.loads(x)["id"]: json.loads(x)["output"]
-                                   for x in (Path(d) / f"b{bs}" / "items.jsonl").read_text().splitlines()}}
+            evaluate(m, items, Path(d) / name, batch_size=bs, max_new_tokens=a.max_new_tokens, progress=False)
+            res[name] = {"seconds": time.perf_counter() - t0,
+                         "outputs": {json.loads(x)["id"]: json.loads(x)["output"]
+                                     for x in (Path(d) / name / "items.jsonl").read_text().splitlines()}}
+    lengths = [len(model.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in res["single"]["outputs"].values()]
     print(json.dumps({
-        "questions": a.n, "max_new_tokens": a.max_new_tokens,
-        "questions_per_s_batched": a.n / res[a.batch]["seconds"], "questions_per_s_single": a.n / res[1]["seconds"],
-        "speedup_batched_over_single": res[1]["seconds"] / res[a.batch]["seconds"],
-        "identical_outputs": res[a.batch]["outputs"] == res[1]["outputs"],
+        "questions": a.n, "batch": a.batch, "max_new_tokens": a.max_new_tokens, "threads": a.threads,
+        "answer_tokens_mean": sum(lengths) / len(lengths), "answer_tokens_max": max(lengths),
+        **{f"questions_per_s_{k}": round(a.n / v["seconds"], 3) for k, v in res.items()},
+        "speedup_batched_over_single": round(res["single"]["seconds"] / res["batched"]["seconds"], 2),
+        "speedup_hf_batched_over_single": round(res["single"]["seconds"] / res["batched_hf_generate"]["seconds"], 2),
+        "identical_outputs": res["batched"]["outputs"] == res["single"]["outputs"] == res["batched_hf_generate"]["outputs"],
     }, indent=2))
 
 

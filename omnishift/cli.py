@@ -1,4 +1,4 @@
-"""``omnishift`` command line: prepare models, synthesize speech, ask questions, run the demo."""
+"""``omnishift`` command line: prepare models, synthesize speech, ask questions, run experiments and the demo."""
 
 from __future__ import annotations
 
@@ -46,22 +46,6 @@ def cmd_ask(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    from omnishift.data.sources import load_source
-    from omnishift.evaluate.qa import build_eval_items, evaluate
-    from omnishift.models.speech_llm import load_speech_llm
-
-    model = load_speech_llm(None if args.model == "base" else args.model)
-    examples = load_source(args.benchmark, limit=args.limit)
-    modes = ["t2t", "s2t"] if args.mode == "both" else [args.mode]
-    for mode in modes:
-        items = build_eval_items(examples, mode, prompt=args.prompt)
-        summary = evaluate(model, items, Path(args.out) / mode, batch_size=args.batch_size,
-                           max_new_tokens=args.max_new_tokens, label=f"{args.model} {mode}")
-        print(json.dumps({"mode": mode, **summary}))
-    return 0
-
-
 def cmd_train(args) -> int:
     from omnishift.train.config import load_config
     from omnishift.train.trainer import train
@@ -77,7 +61,16 @@ DEMO_QUESTIONS = [
 
 
 def cmd_demo(args) -> int:
-    """Foundation slice of the demo: default models, two synthesized questions, text vs speech."""
+    """``omnishift demo``: the whole pipeline at toy scale (``--quick``: two questions, no training)."""
+    if not args.quick:
+        from omnishift.pipeline.commands import cmd_demo as run_demo
+
+        return run_demo(args)
+    return cmd_demo_quick(args)
+
+
+def cmd_demo_quick(args) -> int:
+    """Fast path: default models, two synthesized questions, answered from text and from speech."""
     from omnishift.data.synth import SynthConfig, synthesize
     from omnishift.models.defaults import prepare_default_models
     from omnishift.models.processor import s2t_prompt, t2t_prompt
@@ -150,17 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=int, default=64)
     s.set_defaults(func=cmd_ask)
 
-    s = sub.add_parser("eval", help="spoken-QA accuracy from text (T2T) and speech (S2T)")
-    s.add_argument("model", help="'base' (default models; T2T) or a speech-LLM folder")
-    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
-    s.add_argument("--mode", choices=["t2t", "s2t", "both"], default="both")
-    s.add_argument("--prompt", choices=["instruction", "plain"], default="instruction",
-                   help="T2T user turn: question + LLaMA-Omni instruction, or the bare question")
-    s.add_argument("--limit", type=int)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--max-new-tokens", type=int, default=64)
-    s.add_argument("--out", required=True, help="output folder (per-mode items.jsonl + summary.json)")
-    s.set_defaults(func=cmd_eval)
+    from omnishift.evaluate.commands import add_parser as add_evaluate
+
+    add_evaluate(sub)
 
     s = sub.add_parser("train", help="Stage-1 speech training (full, layer_lr, lora, frozen, region_freeze)")
     s.add_argument("config", help="YAML config, e.g. configs/default/lora.yaml")
@@ -172,10 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_importance(sub)
 
-    s = sub.add_parser("demo", help="the main job on the default models (offline)")
-    s.add_argument("--frame-policy", choices=["trim", "pad30"], default="trim")
-    s.add_argument("--max-new-tokens", type=int, default=32)
-    s.add_argument("--out", type=Path, help="also write the result as JSON here")
+    from omnishift.report.commands import add_parser as add_report
+    from omnishift.report.commands import add_report_parser
+
+    add_report(sub)
+    add_report_parser(sub)
+
+    from omnishift.pipeline.commands import add_parser as add_pipeline
+
+    add_pipeline(sub)
+
+    s = sub.add_parser("demo", help="the whole pipeline at toy scale on the default models and built-in data "
+                                    "(offline, ~10 min on 2 CPU cores); prints the report's path")
+    s.add_argument("overrides", nargs="*", help="key=value overrides of the demo experiment (builtin:demo.yaml)")
+    s.add_argument("--out-root", default="runs", help="parent of the run folder (default: runs -> runs/demo)")
+    s.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again")
+    s.add_argument("--quick", action="store_true",
+                   help="fast path: only answer two synthesized questions from text and speech (no training)")
+    s.add_argument("--frame-policy", choices=["trim", "pad30"], default="trim", help="--quick only")
+    s.add_argument("--max-new-tokens", type=int, default=32, help="--quick only")
+    s.add_argument("--out", type=Path, help="--quick only: also write the result as JSON here")
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -3,15 +3,22 @@
 Prompts and decoding are identical for every model: the LLM's chat template; S2T user turn
 ``<speech>\\nPlease directly answer the questions in the user's speech.`` (LLaMA-Omni), T2T the
 question text followed by the same instruction (``prompt="instruction"``) or the bare question
-(``prompt="plain"``); greedy decoding. Items are sorted by prompt length before batching (left
+(``prompt="plain"``); greedy decoding with continuous batching (a finished answer's slot takes the
+next question; outputs equal one-at-a-time decoding). Items are sorted by prompt length first (left
 padding), which changes nothing in greedy outputs but wastes less compute on padding.
 
 Per-item results stream to ``items.jsonl`` (append + flush), so an interrupted evaluation resumes
-from the items already answered; ``summary.json`` holds accuracy and a seeded bootstrap 95% CI.
+from the items already answered; ``summary.json`` holds accuracy, a seeded bootstrap 95% CI and
+what was evaluated (model, benchmark, mode, prompt, subset), so tables are built from summaries
+alone (:mod:`omnishift.evaluate.table`).
+
+A fixed-seed subset (:func:`select_subset`) keeps the items whose ``sha256(seed:id)`` is smallest:
+the choice depends only on the ids and the seed, never on the model, the file order or the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +28,55 @@ from tqdm.auto import tqdm
 from omnishift.evaluate.scoring import bootstrap_ci, is_correct
 from omnishift.models.processor import s2t_prompt, t2t_prompt
 from omnishift.paths import atomic_write_text
+
+
+def select_subset(examples: list, n: int | None, seed: int = 0) -> list:
+    """A deterministic sample of ``n`` examples, the same for every model and every call.
+
+    Args:
+        examples: objects with an ``id``; ids must be unique.
+        n: sample size (None or >= len(examples): all of them).
+        seed: which sample.
+
+    Returns:
+        The chosen examples in their original order.
+    """
+    if n is None or n >= len(examples):
+        return list(examples)
+    if n <= 0:
+        raise ValueError(f"subset size must be positive, got {n}")
+    rank = lambda e: hashlib.sha256(f"{seed}:{e.id}".encode()).hexdigest()  # noqa: E731
+    keep = {e.id for e in sorted(examples, key=rank)[:n]}
+    return [e for e in examples if e.id in keep]
+
+
+def load_benchmark(spec: str, modes=("t2t",), limit: int | None = None, subset: int | None = None, seed: int = 0,
+                   audio_dir: str | Path | None = None) -> list:
+    """Benchmark examples ready for the given modes.
+
+    Args:
+        spec: ``llama_questions``, ``web_questions[:split]`` or a manifest path.
+        modes: the modes to be run; ``s2t`` needs audio, which is synthesized with eSpeak NG into
+            ``audio_dir`` when the benchmark has none (Web Questions), once, and reused.
+        limit: read only the first ``limit`` examples.
+        subset: then keep a fixed-seed sample of this many (:func:`select_subset`).
+        seed: the sample's seed.
+        audio_dir: where synthesized audio lives.
+
+    Returns:
+        :class:`~omnishift.data.manifest.Example` list.
+    """
+    from omnishift.data.sources import load_source
+
+    examples = select_subset(load_source(spec, limit=limit), subset, seed)
+    if "s2t" in modes and not all(e.audio for e in examples):
+        if not audio_dir:
+            raise ValueError(f"benchmark {spec!r} has no recordings: pass --audio-dir DIR to synthesize its questions "
+                             "with eSpeak NG (done once, reused afterwards)")
+        from omnishift.importance.commands import ensure_audio
+
+        examples = ensure_audio(examples, audio_dir)
+    return examples
 
 
 def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[dict]:
@@ -47,11 +103,30 @@ def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[d
 
 
 def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 64,
-             progress: bool = True, label: str = "") -> dict:
+             progress: bool = True, label: str = "", meta: dict | None = None, continuous: bool = True) -> dict:
     """Answer, score and summarise; resumes from ``out_dir/items.jsonl``.
 
+    Args:
+        model: a :class:`~omnishift.models.speech_llm.SpeechLLM` (anything with ``processor`` and
+            ``generate_stream``, or ``generate`` when ``continuous=False``).
+        items: from :func:`build_eval_items`; an item's ``extra`` dict (e.g. a cascade's
+            transcript) is copied into its ``items.jsonl`` record.
+        out_dir: folder for ``items.jsonl`` and ``summary.json``.
+        batch_size: questions generated together: slots of the continuous batch, or the size of
+            each static batch.
+        max_new_tokens: answer length cap.
+        progress: show a tqdm bar.
+        label: free-text name of the run, kept in the summary.
+        meta: what was evaluated (``model``, ``benchmark``, ``mode``, ``prompt``, ...), merged
+            into the summary.
+        continuous: hand all unanswered items to ``model.generate_stream`` (continuous batching:
+            a finished answer's slot takes the next question, and each answer is written as soon
+            as it completes); False: static batches of ``batch_size`` through ``model.generate``
+            (kept for comparison in ``benchmarks/eval.py``). Outputs are identical either way.
+
     Returns:
-        The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``).
+        The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``
+        plus ``meta``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,22 +142,29 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
     t0 = time.perf_counter()
     with open(done_file, "a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(items) - len(todo),
                                                            desc=f"eval {label}".strip(), disable=not progress) as bar:
-        for s in range(0, len(todo), batch_size):
-            chunk = todo[s:s + batch_size]
-            batch = model.processor([{k: it[k] for k in ("prompt", "audio") if k in it} for it in chunk],
-                                    padding_side="left")
-            outputs = model.generate(batch, max_new_tokens=max_new_tokens)
-            for it, out in zip(chunk, outputs):
-                rec = {"id": it["id"], "question": it["question"], "references": it["references"],
-                       "output": out, "correct": is_correct(out, it["references"])}
-                done[it["id"]] = rec
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            f.flush()
-            bar.update(len(chunk))
+        def record(it: dict, out: str) -> None:
+            rec = {"id": it["id"], "question": it["question"], "references": it["references"],
+                   **it.get("extra", {}), "output": out, "correct": is_correct(out, it["references"])}
+            done[it["id"]] = rec
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+        prompts = [{k: it[k] for k in ("prompt", "audio") if k in it} for it in todo]
+        if continuous:
+            for i, out in model.generate_stream(prompts, slots=batch_size, max_new_tokens=max_new_tokens):
+                record(todo[i], out)
+                f.flush()  # each answer is on disk as soon as it completes: an interruption loses none
+                bar.update(1)
+        else:
+            for s in range(0, len(todo), batch_size):
+                batch = model.processor(prompts[s:s + batch_size], padding_side="left")
+                for it, out in zip(todo[s:s + batch_size], model.generate(batch, max_new_tokens=max_new_tokens)):
+                    record(it, out)
+                f.flush()
+                bar.update(len(batch["input_ids"]))
     seconds = time.perf_counter() - t0
     verdicts = [done[it["id"]]["correct"] for it in items]
     lo, hi = bootstrap_ci(verdicts)
-    summary = {"label": label, "n": len(verdicts), "correct": int(sum(verdicts)),
+    summary = {"label": label, **(meta or {}), "n": len(verdicts), "correct": int(sum(verdicts)),
                "accuracy": sum(verdicts) / len(verdicts), "ci95": [lo, hi], "max_new_tokens": max_new_tokens,
                "batch_size": batch_size, "seconds": round(seconds, 2),
                "questions_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}

@@ -65,13 +65,21 @@ def _numbers_to_digits(words: list[str]) -> list[str]:
     return out
 
 
-def normalize(text: str) -> str:
-    """The normal form used on both sides of the containment test (see module docstring)."""
+def normalize(text: str, keep_articles: bool = False) -> str:
+    """The normal form used on both sides of the containment test (see module docstring).
+
+    Args:
+        text: any text.
+        keep_articles: skip step 4 (word error rates count a missed "the" as an error).
+
+    Returns:
+        Space-separated normalised words.
+    """
     text = unicodedata.normalize("NFKD", text or "")
     text = "".join(c for c in text if not unicodedata.combining(c)).lower().replace("&", " and ")
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 -> 1000
     text = re.sub(r"[^\w\s]|_", " ", text)
-    words = [w for w in text.split() if w not in _ARTICLES]
+    words = [w for w in text.split() if keep_articles or w not in _ARTICLES]
     return " ".join(_numbers_to_digits(words))
 
 

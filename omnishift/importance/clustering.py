@@ -208,11 +208,9 @@ def plot_grid(panels: dict[str, dict[str, tuple[torch.Tensor, str]]], out_png: s
     Returns:
         ``out_png`` as a Path.
     """
-    import matplotlib
+    from omnishift.report.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols: list[str] = []
     for row in panels.values():
         cols += [m for m in (parse_param_name(n).module for n in row) if m not in cols]
@@ -237,13 +235,7 @@ def plot_grid(panels: dict[str, dict[str, tuple[torch.Tensor, str]]], out_png: s
             ax.set_title(sub, fontsize=8)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9, label=colorbar_label)
     fig.suptitle(title)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")  # same pattern as shift.py: whole file or none
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_figure(fig, out_png, dpi=110, tight=False)
 
 
 def plot_rank_clustering(score_dirs: dict[str, str | Path], out_png: str | Path, layer: int | None = None,

@@ -101,12 +101,9 @@ def compare_score_dirs(a: str | Path, b: str | Path) -> dict:
 
 def plot_layer_distributions(runs: dict[str, str | Path], out_png: str | Path, title: str = "") -> Path:
     """Fig. 2-3: normalised I_layer(i) of several checkpoints on one plot."""
-    import matplotlib
+    from omnishift.report.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = pyplot().subplots(figsize=(8, 4))
     for label, path in runs.items():
         v = layer_vector(load_scores(path)[0])
         ax.plot(range(len(v)), v / v.sum(), marker="o", ms=3, label=label)
@@ -115,10 +112,4 @@ def plot_layer_distributions(runs: dict[str, str | Path], out_png: str | Path, t
     ax.set_title(title or "Layer-wise textual importance")
     ax.grid(alpha=0.3)
     ax.legend()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out_png)
-    return out_png
+    return save_figure(fig, out_png)

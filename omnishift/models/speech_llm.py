@@ -140,19 +140,50 @@ class SpeechLLM(nn.Module):
         return self.llm(inputs_embeds=self.input_embeddings(batch), **common)
 
     @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int = 64, **kwargs) -> list[str]:
-        """Greedy-decode answers for a left-padded batch; returns the decoded new text per item."""
+    def generate(self, batch: dict, max_new_tokens: int = 64) -> list[str]:
+        """Greedy-decode answers for a left-padded batch; returns the decoded new text per item.
+
+        Uses :func:`omnishift.models.generation.greedy_generate` (rows leave the batch when they
+        finish), which gives each row exactly its one-at-a-time greedy answer.
+        """
+        from omnishift.models.generation import eos_token_ids, greedy_generate
+
         if batch["attention_mask"][:, -1].eq(0).any():
             raise ValueError("generation needs a left-padded batch: call the processor with padding_side='left'")
-        kw = dict(
-            attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id, **kwargs,
-        )
-        if "speech_frames" in batch:
-            out = self.llm.generate(inputs_embeds=self.input_embeddings(batch), **kw)
-        else:
-            out = self.llm.generate(input_ids=batch["input_ids"], **kw)[:, batch["input_ids"].shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        prompt = ({"inputs_embeds": self.input_embeddings(batch)} if "speech_frames" in batch
+                  else {"input_ids": batch["input_ids"]})
+        ids = greedy_generate(self.llm, batch["attention_mask"], max_new_tokens,
+                              eos_token_ids(self.llm, self.tokenizer), **prompt)
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def generate_stream(self, items: list[dict], slots: int = 16, max_new_tokens: int = 64):
+        """Greedy-decode many items with continuous batching; yields answers as they complete.
+
+        Up to ``slots`` items are decoded together and a finished item's slot is refilled with the
+        next one (:func:`omnishift.models.generation.continuous_greedy_generate`), so a long answer
+        no longer holds a whole batch back. Every answer equals the item's one-at-a-time greedy
+        answer (and :meth:`generate`'s).
+
+        Args:
+            items: processor items (``prompt``, plus ``audio`` for speech prompts), in the order
+                they should enter; sorting them by prompt length wastes less compute on padding.
+            slots: most items in flight.
+            max_new_tokens: answer length cap.
+
+        Returns:
+            An iterator of ``(index into items, decoded answer)`` in order of completion.
+        """
+        from omnishift.models.generation import continuous_greedy_generate, eos_token_ids
+
+        def prefill(indices: list[int]) -> dict:
+            batch = self.processor([items[i] for i in indices], padding_side="left")
+            if "speech_frames" in batch:
+                return {"attention_mask": batch["attention_mask"], "inputs_embeds": self.input_embeddings(batch)}
+            return {"attention_mask": batch["attention_mask"], "input_ids": batch["input_ids"]}
+
+        for i, ids in continuous_greedy_generate(self.llm, prefill, len(items), slots, max_new_tokens,
+                                                 eos_token_ids(self.llm, self.tokenizer)):
+            yield i, self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def answer(self, prompts: list[str], audios: list | None = None, max_new_tokens: int = 64) -> list[str]:
         """Convenience: answer a list of prompts (with audio where the prompt has a placeholder)."""
@@ -161,17 +192,28 @@ class SpeechLLM(nn.Module):
         return self.generate(batch, max_new_tokens=max_new_tokens)
 
     # ---- persistence ---------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write config, adaptor and LLM (full weights or PEFT adapter) atomically into ``path``."""
+    def save_pretrained(self, path: str | Path, state_dict: dict | None = None) -> Path:
+        """Write config, adaptor and LLM (full weights or PEFT adapter) atomically into ``path``.
+
+        Args:
+            path: the folder (replaced in one rename).
+            state_dict: full ``state_dict()`` of this model to write instead of the module's own
+                tensors; FSDP/DeepSpeed training gathers it because their modules hold shards.
+        """
         from peft import PeftModel
 
         is_peft = isinstance(self.llm, PeftModel)
+        if state_dict is None:
+            adaptor_sd, llm_kw = self.adaptor.state_dict(), {}
+        else:
+            adaptor_sd = {k[len("adaptor."):]: v for k, v in state_dict.items() if k.startswith("adaptor.")}
+            llm_kw = {"state_dict": {k[len("llm."):]: v for k, v in state_dict.items() if k.startswith("llm.")}}
         with atomic_dir(path) as tmp:
             meta = {"omnishift_version": 1, "llm_format": "peft" if is_peft else "full", **dataclasses.asdict(self.config)}
             atomic_write_text(tmp / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.adaptor.state_dict().items()}, tmp / ADAPTOR_NAME)
+            save_file({k: v.detach().contiguous().cpu() for k, v in adaptor_sd.items()}, tmp / ADAPTOR_NAME)
             sub = tmp / ("llm_adapter" if is_peft else "llm")
-            self.llm.save_pretrained(sub)
+            self.llm.save_pretrained(sub, **llm_kw)
             self.tokenizer.save_pretrained(sub)
         return Path(path)
 

@@ -7,6 +7,7 @@ A checkpoint is one folder ``out_dir/checkpoints/step-NNNNNNNN``::
     scheduler.pt            scheduler.state_dict()
     state.json              step, epoch, batch position in the epoch, and the RNG states of
                             torch (CPU + CUDA), numpy and python ``random``, as plain lists
+                            (``rng_ranks``: one per process of a multi-process DDP run)
 
 Frozen weights are not stored: they are the base model's, rebuilt from the config. Everything is
 loaded with ``torch.load(weights_only=True)`` or from safetensors/JSON, so a checkpoint cannot
@@ -74,18 +75,31 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, loop: LoopState) -> Path:
-    """Write one checkpoint folder atomically (see the module docstring)."""
+def save_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, loop: LoopState,
+                    rng_ranks: list[dict] | None = None) -> Path:
+    """Write one checkpoint folder atomically (see the module docstring).
+
+    Args:
+        rng_ranks: every process's :func:`rng_state` in rank order (multi-process DDP runs, where
+            each rank draws its own dropout masks); stored beside this process's ``rng``.
+    """
+    doc = {"loop": asdict(loop), "rng": rng_state()}
+    if rng_ranks is not None:
+        doc["rng_ranks"] = rng_ranks
     with atomic_dir(ckpt_dir) as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        atomic_write_text(tmp / "state.json", json.dumps({"loop": asdict(loop), "rng": rng_state()}) + "\n")
+        atomic_write_text(tmp / "state.json", json.dumps(doc) + "\n")
     return Path(ckpt_dir)
 
 
-def load_checkpoint(ckpt_dir: Path, model, optimizer, scheduler) -> LoopState:
+def load_checkpoint(ckpt_dir: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> LoopState:
     """Load a checkpoint into an identically set-up model/optimizer/scheduler; restores RNGs.
+
+    Args:
+        rank, world: this process and the number of processes; a checkpoint written by a run
+            of the same world size restores this rank's own RNG stream, otherwise the main one's.
 
     Returns:
         The loop state to continue from.
@@ -104,7 +118,8 @@ def load_checkpoint(ckpt_dir: Path, model, optimizer, scheduler) -> LoopState:
     optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True, map_location=device))
     scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))
     state = json.loads((ckpt_dir / "state.json").read_text())
-    set_rng_state(state["rng"])
+    ranks = state.get("rng_ranks")
+    set_rng_state(ranks[rank] if ranks is not None and len(ranks) == world else state["rng"])
     return LoopState(**state["loop"])
 
 

@@ -63,11 +63,13 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW + cosine schedule; LLaMA-Omni Stage-1 values by default.
+    """AdamW + cosine schedule; lr, warm-up and schedule as LLaMA-Omni Stage 1.
 
     Args:
         lr: base LR of LLM parameters (method groups scale it, e.g. eq. 3).
-        adaptor_lr: LR of the (freshly initialised) adaptor.
+        adaptor_lr: LR of the (freshly initialised) adaptor. LLaMA-Omni uses one LR for all
+            (the paper configs set 2e-5); the 1e-4 default follows LLaVA-style projector LRs,
+            which a short CPU run needs to move a random adaptor at all.
         weight_decay: AdamW decoupled weight decay, all groups.
         warmup_ratio: share of optimizer steps with linear warm-up.
         max_grad_norm: global gradient-norm clip over all trainable parameters (None: no clip).

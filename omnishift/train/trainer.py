@@ -12,8 +12,12 @@ else is shared and fixed here, so method comparisons differ only in the method:
 * data order: a permutation per epoch from a generator seeded with ``seed + epoch``, so the
   order does not depend on how many RNG draws happened before (and resumes exactly);
 * a non-finite loss or gradient norm stops the run, naming the step and the batch's item ids;
-* ``log.jsonl`` (append + flush), checkpoints every ``save_every`` steps (:mod:`.checkpoint`),
-  ``resume=True`` continuing bit for bit, and ``final/`` written by ``SpeechLLM.save_pretrained``.
+* ``log.jsonl`` (append + flush) and the same scalars as TensorBoard events in ``tb/``
+  (:mod:`.tensorboard_log`), checkpoints every ``save_every`` steps (:mod:`.checkpoint`),
+  ``resume=True`` continuing bit for bit, and ``final/`` written by ``SpeechLLM.save_pretrained``;
+* the same function is every process of ``accelerate launch`` (DDP; FSDP/DeepSpeed untested):
+  the global batch comes from the config alone and is split over the processes, the token
+  count of the loss is all-reduced, and only the main process writes (:mod:`.distributed`).
 
 Data seam: :func:`train` takes ``items`` (processor dicts ``{"prompt", "audio", "response"}``
 plus an optional ``"id"``) directly; without them :func:`build_items` makes them from
@@ -23,6 +27,7 @@ plus an optional ``"id"``) directly; without them :func:`build_items` makes them
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -37,11 +42,19 @@ from tqdm.auto import tqdm
 
 from omnishift.models.processor import IGNORE_INDEX
 from omnishift.paths import atomic_write_text
+from omnishift.train import distributed as dist
 from omnishift.train.checkpoint import (
-    LoopState, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
+    LoopState,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
 )
 from omnishift.train.config import TrainConfig, dump_config
 from omnishift.train.methods import ParamGroup, setup_method
+from omnishift.train.tensorboard_log import TB_DIR, TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +168,6 @@ def build_optimizer(groups: list[ParamGroup], config: TrainConfig) -> torch.opti
     )
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _flatten(d: dict, prefix=()) -> dict:
     out = {}
     for k, v in d.items():
@@ -196,13 +203,14 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def train(config: TrainConfig, model=None, items: list[dict] | None = None, resume: bool = False,
           on_step: Callable[[dict], None] | None = None) -> Path:
-    """Train a speech LLM for Stage 1 and save it.
+    """Train a speech LLM for Stage 1 and save it (one process, or every process of ``accelerate launch``).
 
     Args:
         config: the run (:func:`omnishift.train.config.load_config`).
         model: a :class:`SpeechLLM` to train in place (default: :func:`build_model`); LoRA wraps
             its ``llm``. On resume it must be built exactly as for the first run.
         items: processor items (default: :func:`build_items`); ``id`` keys name them in errors.
+            Every process must get the same items in the same order (:mod:`.distributed`).
         resume: continue from the newest checkpoint in ``out_dir`` (start fresh if there is none).
         on_step: called with each step's log record after logging and checkpointing (progress
             hooks; tests raise from it to simulate a kill).
@@ -228,102 +236,147 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     np.random.seed(seed)
     random.seed(seed)
     model = model if model is not None else build_model(config)
-    items = items if items is not None else build_items(config, model.tokenizer)
-    items = attach_feature_cache(config, model, items)
+    with dist.process_state(loop_cfg.device).main_process_first():  # rank 0 synthesizes audio / fills the cache
+        items = items if items is not None else build_items(config, model.tokenizer)
+        items = attach_feature_cache(config, model, items)
     if not items:
         raise ValueError("no training items")
-    device = _device(loop_cfg.device)
-    model.to(device)
+    text_only = any(it.get("audio") is None and it.get("encoder_states") is None for it in items)
+    accelerator = dist.make_accelerator(loop_cfg.device, needs_unused_check=text_only)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    sharded = dist.is_sharded(accelerator)
+    model.to(accelerator.device)
     groups = setup_method(model, config.method.name, config.method.options)
+    if sharded and any(g.fixed for g in groups):
+        raise ValueError(f"method {config.method.name} holds entries fixed in place, which FSDP/DeepSpeed shard; "
+                         "run it on one process or with DDP (configs/accelerate/ddp_gpu.yaml)")
     optimizer = build_optimizer(groups, config)
     n_batches = math.ceil(len(items) / loop_cfg.batch_size)
     total = loop_cfg.max_steps or loop_cfg.epochs * math.ceil(n_batches / loop_cfg.grad_accum)
     from transformers import get_cosine_schedule_with_warmup
 
+    # stepped by hand once per optimizer step (accelerate's prepared scheduler would step world times)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
+    if dist.is_deepspeed(accelerator):
+        dist.set_deepspeed_micro_batch(accelerator, loop_cfg.batch_size)
+    wrapped, opt = accelerator.prepare(model, optimizer)
     trainable = [p for g in groups for p in g.params]
     state = LoopState(n_items=len(items))
     last = latest_checkpoint(ckpt_root) if resume else None
     if last is not None:
-        state = load_checkpoint(last, model, optimizer, scheduler)
+        if sharded:
+            state = dist.load_sharded_checkpoint(accelerator, last, scheduler)
+        else:
+            state = load_checkpoint(last, model, optimizer, scheduler, rank=rank, world=world)
         if state.n_items != len(items):
             raise ValueError(f"{last} was trained on {state.n_items} items, this resume has {len(items)}; "
                              "resume with the same data")
         log.info("resumed from %s (step %d)", last, state.step)
-    if resume:
+    if resume and main:
         _truncate_log(log_file, state.step)  # records the killed run wrote after its last checkpoint
     fixed = FixedEntries(groups)  # after loading: the fixed values are the base model's either way
-    atomic_write_text(out_dir / "config.yaml", dump_config(config))
-    log.info("method %s: %d trainable parameters in %d groups, %d entries held fixed; %d steps",
-             config.method.name, sum(p.numel() for p in trainable), len(groups), fixed.count(), total)
+    if main:
+        atomic_write_text(out_dir / "config.yaml", dump_config(config))
+    log.info("method %s: %d trainable parameters in %d groups, %d entries held fixed; %d steps on %d process(es)",
+             config.method.name, sum(p.numel() for p in trainable), len(groups), fixed.count(), total, world)
 
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    cuda = accelerator.device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     model.train()
     model.encoder.eval()
-    bar = tqdm(total=total, initial=state.step, disable=not loop_cfg.progress, desc=f"train[{config.method.name}]")
+    bar = tqdm(total=total, initial=state.step, disable=not (loop_cfg.progress and main),
+               desc=f"train[{config.method.name}]")
+    tb = TensorBoardLog(out_dir / TB_DIR, enabled=main, purge_step=state.step + 1 if resume else None)
     order, order_epoch, record = None, None, {}
-    with open(log_file, "a", encoding="utf-8") as logf:
+    logfile = open(log_file, "a", encoding="utf-8") if main else contextlib.nullcontext()  # noqa: SIM115 (with below)
+    with logfile as logf, contextlib.closing(bar), contextlib.closing(tb):
         while state.step < total:
             t0 = time.perf_counter()
             if order_epoch != state.epoch:
                 order, order_epoch = epoch_order(len(items), seed, state.epoch), state.epoch
             stop = min(state.batch_in_epoch + loop_cfg.grad_accum, n_batches)
-            micro = []
+            micro = []  # (this rank's item indices, batch, weight)
             for b in range(state.batch_in_epoch, stop):
-                idx = order[b * loop_cfg.batch_size:(b + 1) * loop_cfg.batch_size].tolist()
+                whole = order[b * loop_cfg.batch_size:(b + 1) * loop_cfg.batch_size].tolist()
+                idx, weight = dist.shard(whole, rank, world), 1.0
+                if not idx:  # ragged last batch: no item for this rank, but it must join the all-reduce
+                    idx, weight = whole[:1], 0.0
                 batch = model.processor([items[i] for i in idx], padding_side="right")
                 batch = limit_response_tokens(batch, config.data.max_response_tokens)
-                micro.append((idx, batch))
-            n_target = sum(int(b["labels"][:, 1:].ne(IGNORE_INDEX).sum()) for _, b in micro)
-            ids = [items[i].get("id", f"#{i}") for idx, _ in micro for i in idx]
+                micro.append((idx, batch, weight))
+            local_target = sum(int(b["labels"][:, 1:].ne(IGNORE_INDEX).sum()) for _, b, w in micro if w)
+            n_target = int(dist.all_sum(accelerator, [local_target])[0])  # response tokens of the whole step
+            ids = [items[i].get("id", f"#{i}") for idx, _, w in micro if w for i in idx]
             if n_target == 0:
                 raise ValueError(f"step {state.step + 1}: items {ids} have no response tokens to train on")
-            loss_sum, tokens = 0.0, 0
-            for idx, batch in micro:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with autocast():
-                    loss = model(batch, num_items_in_batch=n_target).loss
-                if not torch.isfinite(loss.detach()):
-                    bad = [items[i].get("id", f"#{i}") for i in idx]
-                    raise FloatingPointError(f"non-finite loss ({float(loss.detach())}) at step {state.step + 1} "
-                                             f"(epoch {state.epoch}); batch items: {bad}")
-                loss.backward()
+            loss_sum, tokens, bad = 0.0, 0, None
+            for j, (idx, batch, weight) in enumerate(micro):
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                with dist.micro_step(accelerator, wrapped, sync=j == len(micro) - 1):
+                    with autocast():
+                        loss = wrapped(batch, num_items_in_batch=n_target).loss * weight
+                    if bad is None and not torch.isfinite(loss.detach()):
+                        bad = (float(loss.detach()), [items[i].get("id", f"#{i}") for i in idx])
+                    accelerator.backward(loss * world)  # DDP averages over ranks; the sum is wanted
                 loss_sum += float(loss.detach())
-                tokens += int(batch["attention_mask"].sum())
+                tokens += int(batch["attention_mask"].sum()) if weight else 0
+            loss_sum, tokens, n_bad = dist.all_sum(accelerator, [loss_sum, tokens, float(bad is not None)])
+            if n_bad:  # every rank stops at the same step; the one(s) holding the items name them
+                where = f"batch items: {bad[1]}" if bad else f"on {int(n_bad)} other process(es)"
+                raise FloatingPointError(f"non-finite loss ({bad[0] if bad else 'nan'}) at step {state.step + 1} "
+                                         f"(epoch {state.epoch}); {where}")
             fixed.zero_grads()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm or float("inf"))
-            if not torch.isfinite(grad_norm):
+            grad_norm = accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm or float("inf"))
+            grad_norm = None if grad_norm is None else float(grad_norm)  # DeepSpeed may not report it
+            if grad_norm is not None and not math.isfinite(grad_norm):
                 raise FloatingPointError(f"non-finite gradient norm at step {state.step + 1} (epoch {state.epoch}); "
                                          f"batch items: {ids}")
             lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-            optimizer.step()
+            opt.step()
             fixed.restore()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
 
             state.step += 1
             state.batch_in_epoch = stop
             if stop == n_batches:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             seconds = time.perf_counter() - t0
-            record = {"step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / n_batches, 4), "loss": loss_sum, "lr": lrs,
-                      "grad_norm": float(grad_norm), "tokens": tokens, "target_tokens": n_target,
-                      "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
-            if state.step % loop_cfg.log_every == 0 or state.step == total:
+            record = {"step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / n_batches, 4),
+                      "loss": loss_sum, "lr": lrs, "grad_norm": grad_norm, "tokens": int(tokens),
+                      "target_tokens": n_target, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+            if main and (state.step % loop_cfg.log_every == 0 or state.step == total):
                 logf.write(json.dumps(record) + "\n")
                 logf.flush()
+                tb.log(record)
             bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
             every = config.checkpoint.save_every
             if every and state.step % every == 0:
-                save_checkpoint(checkpoint_path(ckpt_root, state.step), model, optimizer, scheduler, state)
-                prune_checkpoints(ckpt_root, config.checkpoint.keep_last)
+                _save_checkpoint(accelerator, checkpoint_path(ckpt_root, state.step), model, optimizer, scheduler,
+                                 state)
+                if main:
+                    prune_checkpoints(ckpt_root, config.checkpoint.keep_last)
             if on_step is not None:
                 on_step(record)
-    bar.close()
-    model.eval()
-    model.save_pretrained(final_dir)
-    summary = {"method": config.method.name, "steps": state.step, "final_loss": record.get("loss"),
-               "trainable_parameters": sum(p.numel() for p in trainable), "fixed_entries": fixed.count()}
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    dist.save_final(accelerator, wrapped, model, final_dir)
+    if main:
+        summary = {"method": config.method.name, "steps": state.step, "final_loss": record.get("loss"),
+                   "trainable_parameters": sum(p.numel() for p in trainable), "fixed_entries": fixed.count(),
+                   "processes": world}
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return final_dir
+
+
+def _save_checkpoint(accelerator, path: Path, model, optimizer, scheduler, state: LoopState) -> None:
+    """One resumable checkpoint: plain files from the main process, or accelerate's sharded state."""
+    if dist.is_sharded(accelerator):
+        def extra(tmp: Path) -> None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            atomic_write_text(tmp / "state.json", json.dumps({"loop": dataclasses.asdict(state)}) + "\n")
+
+        dist.save_sharded_checkpoint(accelerator, path, extra)
+        return
+    rngs = dist.gather_rng_states(accelerator, rng_state())  # collective: every rank calls it
+    if accelerator.is_main_process:
+        save_checkpoint(path, model, optimizer, scheduler, state, rng_ranks=rngs)

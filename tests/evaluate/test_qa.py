@@ -8,7 +8,7 @@ import pytest
 from tiny_models import make_tiny_speech_llm
 
 from omnishift.data.manifest import Example
-from omnishift.evaluate.qa import build_eval_items, evaluate
+from omnishift.evaluate.qa import build_eval_items, evaluate, select_subset
 
 
 def _examples():
@@ -38,3 +38,62 @@ def test_bad_inputs_fail_clearly():
         build_eval_items([Example(id="z", text="q")], "t2t")
     with pytest.raises(ValueError, match="mode 'x2t' unknown"):
         build_eval_items(_examples(), "x2t")
+
+
+def test_subset_is_deterministic_and_model_independent():
+
+    exs = [Example(id=f"wq{i:04d}", text=f"question {i}", answers=["a"]) for i in range(200)]
+    a = select_subset(exs, 20, seed=7)
+    b = select_subset(list(reversed(exs)), 20, seed=7)  # file order does not matter
+    assert [e.id for e in a] == sorted(e.id for e in a) and len(a) == 20  # original order kept
+    assert {e.id for e in a} == {e.id for e in b} == {e.id for e in select_subset(exs, 20, seed=7)}
+    assert {e.id for e in select_subset(exs, 20, seed=8)} != {e.id for e in a}
+    assert {e.id for e in a} <= {e.id for e in select_subset(exs, 50, seed=7)}  # nested: a bigger sample extends it
+    assert select_subset(exs, None) == exs and select_subset(exs, 500) == exs
+    with pytest.raises(ValueError, match="positive"):
+        select_subset(exs, 0)
+
+
+def test_summary_records_what_was_evaluated(tmp_path, tiny_tokenizer):
+    m = make_tiny_speech_llm(tiny_tokenizer)
+    items = build_eval_items(_examples()[:2], "t2t")
+    s = evaluate(m, items, tmp_path, max_new_tokens=2, progress=False,
+                 meta={"model": "tiny", "benchmark": "llama_questions", "mode": "t2t"})
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved == s and (s["model"], s["benchmark"], s["mode"], s["n"]) == ("tiny", "llama_questions", "t2t", 2)
+
+
+def test_load_benchmark_synthesizes_missing_audio_once(tmp_path):
+    from omnishift.data.manifest import write_manifest
+    from omnishift.evaluate.qa import load_benchmark
+
+    src = write_manifest(tmp_path / "wq.jsonl", [Example(id=f"wq{i}", text=t, answers=["a"])
+                                                 for i, t in enumerate(["what is love?", "who is bob?", "where is rome?"])])
+    assert [e.audio for e in load_benchmark(str(src), ["t2t"])] == [None] * 3  # T2T needs no audio
+    with pytest.raises(ValueError, match="has no recordings: pass --audio-dir"):
+        load_benchmark(str(src), ["s2t"])
+    exs = load_benchmark(str(src), ["t2t", "s2t"], subset=2, seed=1, audio_dir=tmp_path / "audio")
+    assert len(exs) == 2 and all(e.audio and e.duration > 0 for e in exs)
+    assert {e.id for e in exs} == {e.id for e in select_subset(load_benchmark(str(src)), 2, 1)}
+    stamp = {e.id: (tmp_path / "audio" / "wavs" / f"{e.id}.wav").stat().st_mtime_ns for e in exs}
+    again = load_benchmark(str(src), ["s2t"], subset=2, seed=1, audio_dir=tmp_path / "audio")
+    assert [e.audio for e in again] == [e.audio for e in exs]
+    assert stamp == {e.id: (tmp_path / "audio" / "wavs" / f"{e.id}.wav").stat().st_mtime_ns for e in again}  # reused
+
+
+def test_cascade_is_s2t_only(tmp_path, capsys):
+    from omnishift.cli import main
+
+    assert main(["eval", "cascade", "--benchmark", "llama_questions", "--mode", "t2t", "--out", str(tmp_path)]) == 2
+    assert "cascade is an S2T baseline" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_web_questions_subset_with_synthesized_audio(shared_data, tmp_path):
+    from omnishift.evaluate.qa import load_benchmark
+
+    a = load_benchmark("web_questions", ["s2t"], subset=3, seed=0, audio_dir=tmp_path)
+    b = load_benchmark("web_questions", ["t2t"], subset=3, seed=0)
+    assert [e.id for e in a] == [e.id for e in b] and len(a) == 3 and all(e.audio for e in a)
+    items = build_eval_items(a, "s2t")
+    assert all(it["audio"].size > 16000 * 0.5 for it in items)

@@ -1,0 +1,1 @@
+"""Experiment configs and data shipped with the package (``builtin:NAME`` in experiment YAML)."""

@@ -1,0 +1,107 @@
+"""Command line of the spoken-QA evaluation: ``eval``, ``eval-table`` and ``ablate-rank``.
+
+``omnishift eval MODEL`` evaluates one model (``base``, ``cascade`` or a speech-LLM folder) on
+one benchmark; ``omnishift eval-table`` puts several evaluated models side by side (Table 2);
+``omnishift ablate-rank`` trains and evaluates LoRA at several ranks (Table 3). Separate commands
+keep ``omnishift eval MODEL ...`` unambiguous (no model is ever mistaken for a sub-command).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _benchmark_args(s) -> None:
+    s.add_argument("--limit", type=int, help="read only the first N items")
+    s.add_argument("--subset", type=int, help="then a fixed-seed sample of N items, the same for every model")
+    s.add_argument("--seed", type=int, default=0, help="seed of --subset")
+    s.add_argument("--audio-dir", help="where S2T audio is synthesized (eSpeak NG) when the benchmark has none; "
+                                       "reused on later runs")
+    s.add_argument("--prompt", choices=["instruction", "plain"], default="instruction",
+                   help="T2T user turn: question + LLaMA-Omni instruction, or the bare question")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+
+
+def cmd_eval(args) -> int:
+    """``omnishift eval``: one model, one benchmark, T2T and/or S2T."""
+    from omnishift.evaluate.qa import build_eval_items, evaluate, load_benchmark
+    from omnishift.models.speech_llm import load_speech_llm
+
+    cascade = args.model == "cascade"
+    modes = (["s2t"] if cascade else ["t2t", "s2t"]) if args.mode is None or args.mode == "both" else [args.mode]
+    if cascade and modes != ["s2t"]:
+        raise ValueError("the cascade is an S2T baseline (its T2T is the base LLM's): use --mode s2t, and "
+                         "`omnishift eval base --mode t2t` for T2T")
+    examples = load_benchmark(args.benchmark, modes, args.limit, args.subset, args.seed, args.audio_dir)
+    model = load_speech_llm(None if args.model in ("base", "cascade") else args.model)
+    meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, "limit": args.limit,
+            "subset": args.subset, "seed": args.seed}
+    for mode in modes:
+        out_dir = Path(args.out) / mode
+        if cascade:
+            from omnishift.evaluate.cascade import WhisperASR, evaluate_cascade
+
+            summary = evaluate_cascade(model, WhisperASR(args.asr_model), examples, out_dir, prompt=args.prompt,
+                                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                       meta={**meta, "mode": mode})
+        else:
+            summary = evaluate(model, build_eval_items(examples, mode, prompt=args.prompt), out_dir,
+                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                               label=f"{args.model} {mode}", meta={**meta, "mode": mode})
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval_table(args) -> int:
+    """``omnishift eval-table``: summaries of several runs -> Markdown + CSV table."""
+    from omnishift.evaluate.table import write_table
+
+    md, csv_path = write_table(args.runs, args.out, title=args.title)
+    print(md.read_text(encoding="utf-8"), end="")
+    print(f"written: {md}, {csv_path}")
+    return 0
+
+
+def cmd_ablate_rank(args) -> int:
+    """``omnishift ablate-rank``: LoRA at each rank, trained and evaluated, as Table 3."""
+    from omnishift.evaluate.ablation import ablate_rank
+
+    md, _ = ablate_rank(args.config, args.ranks, args.benchmark, args.out, overrides=args.overrides,
+                        modes=["t2t", "s2t"] if args.mode == "both" else [args.mode], limit=args.limit,
+                        subset=args.subset, seed=args.seed, audio_dir=args.audio_dir, prompt=args.prompt,
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    print(md.read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``eval``, ``eval-table`` and ``ablate-rank`` on the top-level sub-parsers."""
+    s = sub.add_parser("eval", help="spoken-QA accuracy from text (T2T) and speech (S2T)")
+    s.add_argument("model", help="'base' (default models), 'cascade' (Whisper ASR -> base LLM, S2T) "
+                                 "or a speech-LLM folder")
+    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
+    s.add_argument("--mode", choices=["t2t", "s2t", "both"],
+                   help="default: both (cascade: s2t)")
+    s.add_argument("--asr-model", help="cascade only: a CTranslate2 Whisper folder (default: shipped tiny.en)")
+    _benchmark_args(s)
+    s.add_argument("--out", required=True, help="output folder (per-mode items.jsonl + summary.json)")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("eval-table", help="side-by-side accuracy table (Table 2) from evaluated runs")
+    s.add_argument("runs", nargs="+", metavar="[NAME=]RUN_DIR",
+                   help="one row per run folder (summary.json files under it); NAME defaults to the evaluated model")
+    s.add_argument("--out", required=True, help="Markdown file; a .csv is written beside it")
+    s.add_argument("--title", default="Model", help="header of the row-name column")
+    s.set_defaults(func=cmd_eval_table)
+
+    s = sub.add_parser("ablate-rank", help="LoRA rank ablation (Table 3): train + evaluate per rank")
+    s.add_argument("config", help="training YAML, e.g. configs/default/lora.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value training overrides, e.g. loop.max_steps=50")
+    s.add_argument("--ranks", type=int, nargs="+", default=[8, 16, 24])
+    s.add_argument("--benchmark", nargs="+", required=True, help="one or more benchmarks")
+    s.add_argument("--mode", choices=["t2t", "s2t", "both"], default="both")
+    _benchmark_args(s)
+    s.add_argument("--out", required=True, help="ablation folder (r{r}/train, r{r}/eval, table3.md)")
+    s.set_defaults(func=cmd_ablate_rank)

@@ -1,0 +1,298 @@
+"""Experiment configuration: one YAML names the data, the analyses, the methods and the evaluation.
+
+An experiment is what ``omnishift run EXPERIMENT.yaml`` executes stage by stage (:mod:`.runner`)::
+
+    name:        run folder name (outputs go to OUT_ROOT/NAME/STAGE/)
+    out_root:    parent of the run folder (default: runs)
+    model:       SpeechLLMConfig fields of the base speech LLM (LLM, encoder, adaptor shape)
+    stages:      which stages run (default: all, in pipeline order)
+    data:        training instructions, held-out set, synthesis voice
+    importance:  Taylor importance of the base model (text and speech input) and after training
+    deactivation: Table 1 (zero top / bottom / random k%)
+    train:       methods: {LABEL: {config: TRAIN.yaml, overrides: [key=value, ...]}}
+    evaluate:    benchmarks: {NAME: {source, limit, subset, seed}}, modes, baselines, decoding
+    ablation:    LoRA ranks for Table 3 (empty: skipped)
+    report:      title
+
+Reading reuses the training config's machinery (:func:`omnishift.train.config.build`): every
+section is checked against its dataclass, a misspelt key is an error naming it, the file and the
+valid keys, and ``section.key=value`` overrides work as for ``omnishift train``.
+
+Paths: ``builtin:NAME`` names a file shipped in ``omnishift/configs`` (the demo's data and training
+config); other relative paths are tried against the working folder, then the experiment file's
+folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from omnishift.models.speech_llm import SpeechLLMConfig
+from omnishift.train.config import ConfigError, apply_override, build
+
+STAGES = ("data", "importance", "deactivation", "train", "importance_after", "shift", "change", "evaluate",
+          "ablation", "report")
+BASELINES = ("no_ft", "cascade")
+
+
+@dataclass
+class DataSection:
+    """Args:
+        train: source spec of the training instructions (``instructions:<stem>``, a manifest, ``builtin:...``).
+        train_limit: instructions read (the first N with a response).
+        heldout: source of the held-out set for Table 1 (None: the first ``deactivation.limit``
+            training items).
+        heldout_limit: held-out items read.
+        voice, rate: eSpeak NG voice and words per minute for every synthesized prompt.
+    """
+
+    train: str = "instructions:alpaca_gpt4_llamafactory_demo1k"
+    train_limit: int | None = 1000
+    heldout: str | None = None
+    heldout_limit: int = 64
+    voice: str = "en-us"
+    rate: int = 175
+
+
+@dataclass
+class ImportanceSection:
+    """Args:
+        modalities: base-model passes (``text`` and/or ``speech``; eq. 3 and region_freeze need text).
+        mode, fraction, batch_size, max_response_tokens, seed: :class:`ImportanceConfig` settings.
+        limit: training items considered (the pass uses ``fraction`` of them).
+        after_training: also score TEXT importance of every trained model (Fig. 2-3).
+        cluster_fraction: Top-region share of Fig. 1.
+        layer: decoder layer shown in Fig. 1 and Fig. 4 (None: the middle one).
+        lam: λ of eq. 3 (layer-wise LR coefficients).
+    """
+
+    modalities: list = field(default_factory=lambda: ["text", "speech"])
+    mode: str = "dataset"
+    fraction: float = 1 / 30
+    limit: int | None = None
+    batch_size: int = 4
+    max_response_tokens: int = 128
+    seed: int = 0
+    after_training: bool = True
+    cluster_fraction: float = 0.05
+    layer: int | None = None
+    lam: float = 0.4
+
+
+@dataclass
+class DeactivationSection:
+    """Args: enabled; fraction zeroed (paper 3%); limit: held-out items per input; scope
+    (``layers`` or ``all``); batch_size; max_response_tokens."""
+
+    enabled: bool = True
+    fraction: float = 0.03
+    limit: int = 64
+    scope: str = "layers"
+    batch_size: int = 4
+    max_response_tokens: int = 128
+
+
+@dataclass
+class MethodSpec:
+    """One trained model: a training YAML (None: the trainer's defaults) and overrides.
+
+    The pipeline then sets, last: ``model`` (the experiment's), ``data.source`` / ``data.audio_dir``
+    (the synthesized training manifest), ``out_dir`` (``train/LABEL``), ``method.name`` (the label
+    when the config names none and the label is a method), and for ``layer_lr`` / ``region_freeze``
+    the eq. 3 coefficients / TEXT scores of this run's base model.
+    """
+
+    config: str | None = None
+    overrides: list = field(default_factory=list)
+
+
+@dataclass
+class TrainSection:
+    """Args: methods: ``{LABEL: MethodSpec}`` in training order; overrides: applied to every method
+    before its own."""
+
+    methods: dict = field(default_factory=dict)
+    overrides: list = field(default_factory=list)
+
+
+@dataclass
+class BenchmarkSpec:
+    """Args: source (``llama_questions``, ``web_questions[:split]``, a manifest, ``builtin:...``);
+    limit (first N); subset (then a fixed-seed sample of N); seed."""
+
+    source: str
+    limit: int | None = None
+    subset: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class EvaluateSection:
+    """Args: benchmarks ``{NAME: BenchmarkSpec}``; modes; baselines (``no_ft``: the base LLM's T2T,
+    ``cascade``: Whisper ASR -> base LLM, S2T); asr_model (CTranslate2 folder, None: shipped tiny.en);
+    prompt; batch_size; max_new_tokens."""
+
+    benchmarks: dict = field(default_factory=dict)
+    modes: list = field(default_factory=lambda: ["t2t", "s2t"])
+    baselines: list = field(default_factory=lambda: list(BASELINES))
+    asr_model: str | None = None
+    prompt: str = "instruction"
+    batch_size: int = 16
+    max_new_tokens: int = 64
+
+
+@dataclass
+class AblationSection:
+    """Args: ranks (empty: no ablation); config: training YAML (None: the ``lora`` method's, else the
+    first method's); overrides after it; benchmarks: names evaluated (None: all)."""
+
+    ranks: list = field(default_factory=list)
+    config: str | None = None
+    overrides: list = field(default_factory=list)
+    benchmarks: list | None = None
+
+
+@dataclass
+class ReportSection:
+    title: str = ""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment (see the module docstring for the YAML layout)."""
+
+    name: str
+    out_root: str = "runs"
+    model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
+    stages: list | None = None
+    data: DataSection = field(default_factory=DataSection)
+    importance: ImportanceSection = field(default_factory=ImportanceSection)
+    deactivation: DeactivationSection = field(default_factory=DeactivationSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    ablation: AblationSection = field(default_factory=AblationSection)
+    report: ReportSection = field(default_factory=ReportSection)
+    base_dir: str = "."  # folder of the YAML (relative paths); set by load_experiment
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_root) / self.name
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return d
+
+    def resolve(self, path: str | None) -> str | None:
+        """``builtin:NAME`` -> the packaged file; a relative path -> cwd, else beside the YAML."""
+        return resolve_path(path, self.base_dir)
+
+    def stage_list(self) -> list[str]:
+        return list(self.stages) if self.stages else list(STAGES)
+
+
+def builtin_path(name: str) -> Path:
+    """A file shipped in ``omnishift/configs`` (``demo.yaml``, ``demo_data/qa_trivia.jsonl``, ...)."""
+    root = Path(str(resources.files("omnishift.configs")))
+    p = root / name
+    if not p.exists():
+        avail = sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.suffix in (".yaml", ".jsonl"))
+        raise FileNotFoundError(f"builtin:{name} not found; shipped files: {avail}")
+    return p
+
+
+def resolve_path(path: str | None, base_dir: str | Path = ".") -> str | None:
+    """Resolve ``builtin:`` names and relative file paths (non-file specs are returned unchanged)."""
+    if path is None:
+        return None
+    if path.startswith("builtin:"):
+        return str(builtin_path(path[len("builtin:"):]))
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not (Path(base_dir) / p).exists():
+        return path
+    return str(Path(base_dir) / p)
+
+
+def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
+    from omnishift.train.methods import METHODS
+
+    if not cfg.name or "/" in cfg.name:
+        raise ConfigError(f"{origin}: name must be a plain folder name, got {cfg.name!r}")
+    unknown = [s for s in cfg.stage_list() if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"{origin}: unknown stage {unknown[0]!r}; stages are {list(STAGES)}")
+    bad = [m for m in cfg.importance.modalities if m not in ("text", "speech")]
+    if bad or not cfg.importance.modalities:
+        raise ConfigError(f"{origin}: importance.modalities must be a non-empty subset of [text, speech], got "
+                          f"{cfg.importance.modalities}")
+    methods = {}
+    for label, spec in (cfg.train.methods or {}).items():
+        spec = build(MethodSpec, spec, f"train.methods.{label}", origin)
+        if spec.config is not None:
+            resolved = cfg.resolve(spec.config)
+            if not Path(resolved).is_file():
+                raise ConfigError(f"{origin}: train.methods.{label}.config: training config {spec.config!r} not "
+                                  f"found (looked in {Path.cwd()} and {cfg.base_dir})")
+        elif label not in METHODS:
+            raise ConfigError(f"{origin}: train.methods.{label} has no config and {label!r} is not a method "
+                              f"name ({sorted(METHODS)}); give config: PATH or name it after its method")
+        methods[str(label)] = spec
+    cfg.train.methods = methods
+    benches = {}
+    for name, spec in (cfg.evaluate.benchmarks or {}).items():
+        if isinstance(spec, str):
+            spec = {"source": spec}
+        benches[str(name)] = build(BenchmarkSpec, spec, f"evaluate.benchmarks.{name}", origin)
+    cfg.evaluate.benchmarks = benches
+    for m in cfg.evaluate.modes:
+        if m not in ("t2t", "s2t"):
+            raise ConfigError(f"{origin}: evaluate.modes: {m!r} unknown; use t2t and/or s2t")
+    for b in cfg.evaluate.baselines:
+        if b not in BASELINES:
+            raise ConfigError(f"{origin}: evaluate.baselines: {b!r} unknown; use {list(BASELINES)}")
+    if cfg.ablation.ranks and not (cfg.ablation.config or methods):
+        raise ConfigError(f"{origin}: ablation.ranks is set but there is no training config to ablate "
+                          "(set ablation.config or list a method under train.methods)")
+    for b in cfg.ablation.benchmarks or []:
+        if b not in benches:
+            raise ConfigError(f"{origin}: ablation.benchmarks: {b!r} is not one of evaluate.benchmarks {sorted(benches)}")
+    return cfg
+
+
+def experiment_from_dict(data: dict, origin: str = "experiment", base_dir: str | Path = ".") -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a nested dict."""
+    cfg = build(ExperimentConfig, {**data, "base_dir": str(base_dir)}, "", origin)
+    return _check(cfg, origin)
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:
+    """Read an experiment YAML (or ``builtin:demo.yaml``), apply ``a.b=value`` overrides, validate.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: unknown keys or stages, missing method configs, bad values.
+    """
+    path = Path(resolve_path(str(path)))
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment config {path} not found")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for o in overrides:
+        data = apply_override(data, o)
+    origin = str(path) + (" (with overrides " + " ".join(overrides) + ")" if overrides else "")
+    return experiment_from_dict(data, origin, path.parent)
+
+
+def dump_experiment(cfg: ExperimentConfig) -> str:
+    """YAML of the validated config (written to the run folder as ``experiment.yaml``)."""
+    d = cfg.to_dict()
+    d["train"]["methods"] = {k: dataclasses.asdict(v) for k, v in cfg.train.methods.items()}
+    d["evaluate"]["benchmarks"] = {k: dataclasses.asdict(v) for k, v in cfg.evaluate.benchmarks.items()}
+    return yaml.safe_dump(json.loads(json.dumps(d)), sort_keys=False)

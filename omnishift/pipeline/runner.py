@@ -1,0 +1,168 @@
+"""Run an experiment stage by stage, resumably: ``OUT_ROOT/NAME/STAGE/`` + a ``DONE`` marker each.
+
+A stage is finished when its folder holds ``DONE`` (JSON: when, how long, what it made), written
+atomically as the stage's last act. A rerun skips finished stages and calls an unfinished one
+again; every stage is idempotent and resumes its own units (a scored modality, a trained method,
+an evaluated benchmark × mode) from what is on disk, and training and evaluation resume inside a
+unit too (checkpoints, ``items.jsonl``). So a run can span several sittings: kill it, run the same
+command again.
+
+Progress goes to stderr (stage i/N, unit i/n with an ETA from the units done so far) and to
+``NAME/progress.json``; the trainer's and evaluator's tqdm bars show the steps inside a unit.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from omnishift.paths import atomic_write_text
+from omnishift.pipeline.config import STAGES, ExperimentConfig, dump_experiment
+
+DONE = "DONE"
+
+
+def _fmt_s(seconds: float) -> str:
+    return str(_dt.timedelta(seconds=int(round(seconds))))
+
+
+class Progress:
+    """Prints where a run is and mirrors it to ``progress.json``; ``hook`` sees every event.
+
+    Args:
+        run_dir: the run folder.
+        stages: the stages of this run, in order.
+        hook: ``hook(event, stage, detail)`` called on ``stage_start``, ``stage_done`` and
+            ``step`` events (tests raise from it to simulate a kill).
+        stream: where lines go (None: silent).
+    """
+
+    def __init__(self, run_dir: Path, stages: list[str], hook: Callable | None = None, stream=sys.stderr):
+        self.run_dir, self.stages, self.hook, self.stream = Path(run_dir), stages, hook, stream
+        self.t_run = time.perf_counter()
+        self.stage, self.t_stage, self.t_last, self.units = None, None, None, {}
+
+    def _say(self, line: str) -> None:
+        if self.stream is not None:
+            print(f"[omnishift run {_fmt_s(time.perf_counter() - self.t_run)}] {line}", file=self.stream, flush=True)
+
+    def _write(self, **extra) -> None:
+        doc = {"stage": self.stage, "stage_index": self.stages.index(self.stage) + 1 if self.stage in self.stages else None,
+               "stages": len(self.stages), "elapsed_s": round(time.perf_counter() - self.t_run, 1), **extra}
+        atomic_write_text(self.run_dir / "progress.json", json.dumps(doc) + "\n")
+
+    def _call(self, event: str, detail: dict) -> None:
+        if self.hook is not None:
+            self.hook(event, self.stage, detail)
+
+    def skipped(self, stage: str, marker: dict) -> None:
+        self._say(f"stage {self.stages.index(stage) + 1}/{len(self.stages)} {stage}: done "
+                  f"({marker.get('finished', '?')}), skipped")
+
+    def stage_start(self, stage: str) -> None:
+        self.stage, self.t_stage, self.units = stage, time.perf_counter(), {}
+        self.t_last = self.t_stage
+        self._say(f"stage {self.stages.index(stage) + 1}/{len(self.stages)} {stage}: started")
+        self._write(state="running")
+        self._call("stage_start", {})
+
+    def stage_done(self, stage: str, seconds: float) -> None:
+        self._say(f"stage {self.stages.index(stage) + 1}/{len(self.stages)} {stage}: finished in {_fmt_s(seconds)}")
+        self._write(state="finished" if stage == self.stages[-1] else "running")
+        self._call("stage_done", {"seconds": seconds})
+
+    def step(self, task: str, i: int, n: int, note: str = "") -> None:
+        """Unit ``i`` of ``n`` of ``task`` is done (``i`` counts from 1); prints it with an ETA."""
+        now = time.perf_counter()
+        t0, first = self.units.setdefault(task, (self.t_last or now, i - 1))  # its first unit began at the last event
+        self.t_last = now
+        done = i - first
+        eta = (now - t0) / done * (n - i) if done > 0 else None
+        self._say(f"  {self.stage} | {task}: {i}/{n}" + (f" {note}" if note else "")
+                  + (f" | ETA {_fmt_s(eta)}" if eta is not None and i < n else ""))
+        self._write(state="running", task=task, step=i, of=n, eta_s=None if eta is None else round(eta, 1))
+        self._call("step", {"task": task, "step": i, "of": n})
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
+    return Path(run_dir) / stage
+
+
+def read_marker(run_dir: Path, stage: str) -> dict | None:
+    """The ``DONE`` marker of ``stage`` in ``run_dir`` (None when the stage is not finished)."""
+    f = stage_dir(run_dir, stage) / DONE
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+
+
+def fingerprint(cfg: ExperimentConfig) -> str:
+    """Hash of what the experiment computes (the ``stages`` list and report title excluded)."""
+    import hashlib
+
+    import yaml
+
+    d = yaml.safe_load(dump_experiment(cfg))
+    d.pop("stages", None)
+    d.pop("report", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Callable | None = None,
+                   stream=sys.stderr) -> Path:
+    """Run (or continue) every stage of ``cfg``; returns ``run_dir/report.html`` (or the run folder).
+
+    Args:
+        cfg: the experiment (:func:`omnishift.pipeline.config.load_experiment`).
+        redo: stage names whose ``DONE`` marker is dropped first, so they run again (their units
+            that are complete on disk are still reused: delete a unit's folder to recompute it).
+        hook: ``hook(event, stage, detail)``, see :class:`Progress`.
+        stream: progress lines (None: silent).
+
+    Raises:
+        ValueError: an unknown stage in ``redo``; errors of the stages themselves (a stage whose
+            inputs are missing names the stage to run first).
+    """
+    from omnishift.pipeline.stages import STAGE_FUNCS, Context
+
+    stages = cfg.stage_list()
+    for s in redo:
+        if s not in STAGES:
+            raise ValueError(f"--redo: unknown stage {s!r}; stages are {list(STAGES)}")
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "experiment.yaml", dump_experiment(cfg))
+    progress = Progress(run_dir, stages, hook, stream)
+    ctx = Context(cfg, run_dir, progress)
+    for s in redo:
+        (stage_dir(run_dir, s) / DONE).unlink(missing_ok=True)
+    fp = fingerprint(cfg)
+    for stage in stages:
+        marker = read_marker(run_dir, stage)
+        if marker is not None:
+            progress.skipped(stage, marker)
+            if marker.get("config") not in (None, fp) and stream is not None:
+                print(f"warning: stage {stage} was finished with another experiment config; its outputs are kept. "
+                      f"Rerun it with --redo {stage} (and delete its folder to recompute every unit).",
+                      file=stream, flush=True)
+            continue
+        out = stage_dir(run_dir, stage)
+        out.mkdir(parents=True, exist_ok=True)
+        progress.stage_start(stage)
+        t0 = time.perf_counter()
+        info = STAGE_FUNCS[stage](ctx, out) or {}
+        seconds = time.perf_counter() - t0
+        atomic_write_text(out / DONE, json.dumps({
+            "stage": stage, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+            "seconds": round(seconds, 2), "config": fp, **info}, indent=2, default=str) + "\n")
+        progress.stage_done(stage, seconds)
+    html = run_dir / "report.html"
+    if html.is_file():
+        if stream is not None:
+            print(f"report: {html.resolve()}", file=stream, flush=True)
+        return html
+    return run_dir

@@ -1,0 +1,427 @@
+"""The stages of ``omnishift run``, each a function ``(ctx, out_dir) -> info dict``.
+
+Every stage is idempotent: units already complete on disk are reused (a score folder with its
+``modules.csv``, a training run with ``final/``, an evaluation whose summary covers all items),
+and an interrupted unit resumes through its own mechanism (importance ``state/``, training
+checkpoints, evaluation ``items.jsonl``). Later stages read earlier stages' folders only, so a
+run needs ``../shared`` (or the network) at most in the ``data`` stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+from omnishift.paths import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: Row names of the tables for labels that are method names.
+DISPLAY = {"full": "Full-FT", "layer_lr": "Layer-LR", "lora": "LoRA", "frozen": "Frozen LLM",
+           "region_freeze": "Region-freeze", "no_ft": "No-FT", "cascade": "Cascade (ASR → LLM)"}
+
+
+def display(label: str) -> str:
+    return DISPLAY.get(label, label)
+
+
+class Context:
+    """What stages share: the config, the run folder, progress, and the base model (loaded once)."""
+
+    def __init__(self, cfg, run_dir: Path, progress):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self._base = None
+
+    def dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    def require(self, stage: str, what: str) -> Path:
+        """The folder of a finished ``stage`` (raises naming the stage to run first)."""
+        from omnishift.pipeline.runner import read_marker
+
+        if read_marker(self.run_dir, stage) is None:
+            raise ValueError(f"{what} needs the outputs of stage {stage!r}, which has not finished in "
+                               f"{self.run_dir}: add it to `stages` (or drop `stages` to run everything)")
+        return self.dir(stage)
+
+    def base_model(self):
+        if self._base is None:
+            from omnishift.models.speech_llm import SpeechLLM
+
+            self._base = SpeechLLM.from_config(self.cfg.model)
+        return self._base
+
+    @property
+    def train_manifest(self) -> Path:
+        return self.require("data", "this stage") / "train" / "manifest.jsonl"
+
+    def heldout_manifest(self) -> Path:
+        d = self.require("data", "deactivation") / "heldout" / "manifest.jsonl"
+        return d if d.is_file() else self.train_manifest
+
+    def benchmarks(self) -> dict[str, Path]:
+        d = self.require("data", "evaluation") / "bench"
+        return {name: d / f"{name}.jsonl" for name in self.cfg.evaluate.benchmarks}
+
+    def text_scores(self, what: str) -> Path:
+        d = self.require("importance", what) / "base" / "text"
+        if not (d / "modules.csv").is_file():
+            raise ValueError(f"{what} needs TEXT importance of the base model: add 'text' to importance.modalities")
+        return d
+
+    def method_name(self, label: str) -> str:
+        import yaml
+
+        cfg = yaml.safe_load((self.dir("train") / label / "config.yaml").read_text(encoding="utf-8"))
+        return cfg["method"]["name"]
+
+    def final(self, label: str) -> Path:
+        f = self.require("train", f"model {label!r}") / label / "final"
+        if not f.is_dir():
+            raise ValueError(f"{f} missing: stage train did not finish method {label!r}")
+        return f
+
+
+# ---- data ------------------------------------------------------------------------------------
+def _synthesized(examples, folder: Path, synth) -> tuple[list, int]:
+    """Examples with audio: kept as they are, or spoken into ``folder`` (prompts > 30 s dropped)."""
+    from omnishift.data.audio import MAX_SECONDS
+    from omnishift.data.manifest import read_manifest, write_manifest
+    from omnishift.data.synth import synth_manifest
+
+    if all(e.audio for e in examples):
+        return examples, 0
+    src = write_manifest(folder / "source.jsonl", examples)
+    out = read_manifest(synth_manifest(src, folder, synth, max_seconds=None))
+    kept = [e for e in out if (e.duration or 0) <= MAX_SECONDS]
+    return kept, len(out) - len(kept)
+
+
+def stage_data(ctx: Context, out: Path) -> dict:
+    """Training instructions, held-out set and benchmarks as manifests with (synthesized) audio."""
+    from omnishift.data.manifest import write_manifest
+    from omnishift.data.sources import load_source
+    from omnishift.data.synth import SynthConfig
+    from omnishift.evaluate.qa import select_subset
+
+    cfg, synth = ctx.cfg, SynthConfig(voice=ctx.cfg.data.voice, rate=ctx.cfg.data.rate)
+    info = {}
+    sets = [("train", cfg.data.train, cfg.data.train_limit)]
+    if cfg.data.heldout:
+        sets.append(("heldout", cfg.data.heldout, cfg.data.heldout_limit))
+    for i, (name, spec, limit) in enumerate(sets, 1):
+        examples = [e for e in load_source(cfg.resolve(spec), limit=limit) if e.response]
+        if not examples:
+            raise ValueError(f"data.{name}: {spec!r} has no examples with a response to train or score on")
+        examples, dropped = _synthesized(examples, out / name, synth)
+        write_manifest(out / name / "manifest.jsonl", examples)
+        info[name] = {"source": spec, "items": len(examples), "dropped_over_30s": dropped}
+        ctx.progress.step("instructions", i, len(sets), name)
+    need_audio = "s2t" in cfg.evaluate.modes
+    benches = cfg.evaluate.benchmarks
+    for i, (name, b) in enumerate(benches.items(), 1):
+        examples = select_subset(load_source(cfg.resolve(b.source), limit=b.limit), b.subset, b.seed)
+        missing = [e.id for e in examples if not e.answers]
+        if missing:
+            raise ValueError(f"evaluate.benchmarks.{name}: items {missing[:3]} have no reference answers")
+        dropped = 0
+        if need_audio:
+            examples, dropped = _synthesized(examples, out / "bench" / name, synth)
+        write_manifest(out / "bench" / f"{name}.jsonl", examples)
+        info[f"bench:{name}"] = {"source": b.source, "items": len(examples), "dropped_over_30s": dropped}
+        ctx.progress.step("benchmarks", i, len(benches), name)
+    atomic_write_text(out / "summary.json", json.dumps(info, indent=2) + "\n")
+    return {"sets": info}
+
+
+# ---- importance ------------------------------------------------------------------------------
+def _score(ctx: Context, model, modality: str, out: Path, meta: dict) -> Path:
+    """One importance pass on the training manifest (skipped when ``out`` is complete)."""
+    from omnishift.importance.commands import build_items
+    from omnishift.importance.estimator import ImportanceConfig, compute_importance
+
+    if (out / "modules.csv").is_file():
+        return out
+    imp = ctx.cfg.importance
+    items, info = build_items(str(ctx.train_manifest), modality, imp.limit, None, imp.max_response_tokens,
+                              model.tokenizer)
+    cfg = ImportanceConfig(mode=imp.mode, modality=modality, fraction=imp.fraction, batch_size=imp.batch_size,
+                           seed=imp.seed)
+    return compute_importance(model, items, cfg, out, extra_meta={**meta, "data": info})
+
+
+def stage_importance(ctx: Context, out: Path) -> dict:
+    """Base-model importance per modality, eq. 3 coefficients, Fig. 1 (rank clustering)."""
+    from omnishift.importance.clustering import plot_rank_clustering
+    from omnishift.importance.shift import write_layer_lr
+
+    imp, model = ctx.cfg.importance, ctx.base_model()
+    dirs = {}
+    for i, modality in enumerate(imp.modalities, 1):
+        dirs[modality] = _score(ctx, model, modality, out / "base" / modality, {"model": "base"})
+        ctx.progress.step("base importance", i, len(imp.modalities), modality)
+    info = {"modalities": list(dirs)}
+    if "text" in dirs:
+        write_layer_lr(dirs["text"], out / "layer_lr.json", imp.lam)
+        info["layer_lr"] = str(out / "layer_lr.json")
+    png, scores = plot_rank_clustering(dirs, out / "fig1_rank_clustering.png", layer=imp.layer,
+                                       fraction=imp.cluster_fraction)
+    atomic_write_text(out / "fig1_rank_clustering.json", json.dumps(scores, indent=2) + "\n")
+    return info
+
+
+def stage_deactivation(ctx: Context, out: Path) -> dict:
+    """Table 1: held-out PPL (text and speech input) after zeroing top / bottom / random k%."""
+    from omnishift.importance.commands import build_items
+    from omnishift.importance.deactivate import deactivation_table, write_table
+
+    d, model = ctx.cfg.deactivation, ctx.base_model()
+    if not d.enabled:
+        return {"skipped": "deactivation.enabled is false"}
+    scores = ctx.text_scores("deactivation")
+    src = str(ctx.heldout_manifest())
+    sets = {m: build_items(src, m, d.limit, None, d.max_response_tokens, model.tokenizer)[0] for m in ("text", "speech")}
+    rows = deactivation_table(model, scores, sets, fraction=d.fraction, scope=d.scope, batch_size=d.batch_size,
+                              progress=ctx.progress.stream is not None)
+    write_table(rows, out, d.fraction, label=Path(str(ctx.cfg.model.llm)).name)
+    atomic_write_text(out / "rows.json", json.dumps({"fraction": d.fraction, "scope": d.scope, "model":
+                                                     Path(str(ctx.cfg.model.llm)).name, "rows": rows}, indent=2) + "\n")
+    return {"rows": len(rows)}
+
+
+# ---- training --------------------------------------------------------------------------------
+def _as_override(key: str, value) -> str:
+    return f"{key}={json.dumps(value)}"
+
+
+def train_overrides(ctx: Context, method: str | None, extra: list[str]) -> list[str]:
+    """The pipeline's own overrides (model, data, method inputs), applied after the user's ``extra``."""
+    cfg = ctx.cfg
+    o = list(cfg.train.overrides) + list(extra)
+    o += [_as_override("model", dataclasses.asdict(cfg.model)), _as_override("data.source", str(ctx.train_manifest)),
+          _as_override("data.audio_dir", str(ctx.train_manifest.parent)), "data.limit=null"]
+    if method == "layer_lr":
+        o.append(_as_override("method.options.coefficients", str(ctx.require("importance", "layer_lr")
+                                                                   / "layer_lr.json")))
+    elif method == "region_freeze":
+        o.append(_as_override("method.options.scores", str(ctx.text_scores("region_freeze"))))
+    return o
+
+
+def _config_dict(path: str | None, overrides: list[str]) -> dict:
+    import yaml
+
+    from omnishift.train.config import apply_override
+
+    data = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path else {}
+    for o in overrides:
+        data = apply_override(data, o)
+    return data
+
+
+def train_config(ctx: Context, label: str):
+    """The :class:`TrainConfig` of method ``label``: its YAML, the user's overrides, then the pipeline's."""
+    from omnishift.train.config import config_from_dict
+
+    spec = ctx.cfg.train.methods[label]
+    path = ctx.cfg.resolve(spec.config)
+    pre = [f"method.name={label}"] if spec.config is None else []
+    user = pre + list(ctx.cfg.train.overrides) + list(spec.overrides)
+    method = (_config_dict(path, user).get("method") or {}).get("name", "full")
+    data = _config_dict(path, pre + train_overrides(ctx, method, spec.overrides)
+                        + [_as_override("out_dir", str(ctx.dir("train") / label))])
+    return config_from_dict(data, f"{path or 'trainer defaults'} (method {label!r} of experiment {ctx.cfg.name!r})")
+
+
+def _total_steps(tcfg, n_items: int) -> int:
+    lp = tcfg.loop
+    return lp.max_steps or lp.epochs * math.ceil(math.ceil(n_items / lp.batch_size) / lp.grad_accum)
+
+
+def stage_train(ctx: Context, out: Path) -> dict:
+    """Train every listed method (each resumes from its checkpoints); loss curves of all of them."""
+    from omnishift.report.figures import plot_loss_curves
+    from omnishift.train.trainer import train
+
+    methods = ctx.cfg.train.methods
+    n_items = sum(1 for line in ctx.train_manifest.read_text(encoding="utf-8").splitlines() if line.strip())
+    info = {}
+    for i, label in enumerate(methods, 1):
+        tcfg = train_config(ctx, label)
+        total = _total_steps(tcfg, n_items)
+        task = f"train {label} ({i}/{len(methods)})"
+
+        def on_step(rec, task=task, total=total):
+            ctx.progress.step(task, rec["step"], total, f"loss {rec['loss']:.3f}")
+
+        train(tcfg, resume=True, on_step=on_step)
+        info[label] = json.loads((out / label / "summary.json").read_text())
+    if methods:
+        plot_loss_curves({display(m): out / m for m in methods}, out / "loss.png", window=5)
+    return {"methods": info}
+
+
+# ---- after training --------------------------------------------------------------------------
+def load_trained(final: Path):
+    """A trained speech LLM with any LoRA adapter merged (parameter names = the base LLM's)."""
+    from peft import PeftModel
+
+    from omnishift.models.speech_llm import SpeechLLM
+
+    model = SpeechLLM.from_pretrained(final)
+    if isinstance(model.llm, PeftModel):
+        model.llm = model.llm.merge_and_unload()
+    return model
+
+
+def stage_importance_after(ctx: Context, out: Path) -> dict:
+    """TEXT importance of every trained model, on the same items as the base model's."""
+    if not ctx.cfg.importance.after_training:
+        return {"skipped": "importance.after_training is false"}
+    methods = list(ctx.cfg.train.methods)
+    for i, label in enumerate(methods, 1):
+        if not (out / label / "modules.csv").is_file():
+            _score(ctx, load_trained(ctx.final(label)), "text", out / label, {"model": label})
+        ctx.progress.step("importance after training", i, len(methods), label)
+    return {"methods": methods}
+
+
+def stage_shift(ctx: Context, out: Path) -> dict:
+    """Fig. 2 (base vs Full-FT), Fig. 3 (base vs every method) and the shift metrics."""
+    from omnishift.importance.scores import load_scores
+    from omnishift.importance.shift import compare_layers, layer_vector, plot_layer_distributions
+
+    base = ctx.text_scores("the distribution-shift plots")
+    after = ctx.require("importance_after", "the distribution-shift plots")
+    labels = [m for m in ctx.cfg.train.methods if (after / m / "modules.csv").is_file()]
+    if not labels:
+        return {"skipped": "no importance after training (importance.after_training is false or no methods)"}
+    metrics, base_vec = {}, layer_vector(load_scores(base)[0])
+    for m in labels:
+        metrics[m] = {"method": ctx.method_name(m), **compare_layers(base_vec, layer_vector(load_scores(after / m)[0]))}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    full = [m for m in labels if metrics[m]["method"] == "full"]
+    if full:
+        plot_layer_distributions({"base": base, **{display(m): after / m for m in full}}, out / "fig2_layers_full.png",
+                                 title="Layer-wise textual importance before and after full fine-tuning")
+    plot_layer_distributions({"base": base, **{display(m): after / m for m in labels}}, out / "fig3_layers_methods.png",
+                             title="Layer-wise textual importance before and after each fine-tuning method")
+    return {"methods": labels}
+
+
+def stage_change(ctx: Context, out: Path) -> dict:
+    """Fig. 4: normalised |ΔW| heatmaps of one layer for every method that changes the LLM."""
+    from omnishift.importance.change import lora_deltas, plot_change_heatmaps, weight_deltas
+    from omnishift.importance.clustering import rank_clustering_score, select_matrices, top_region
+    from omnishift.models.defaults import load_llm
+
+    layer, deltas, base_state = ctx.cfg.importance.layer, {}, None
+    for label in ctx.cfg.train.methods:
+        final = ctx.final(label)
+        if ctx.method_name(label) == "frozen":
+            continue  # the LLM is the base model: nothing to draw
+        meta = json.loads((final / "omnishift_config.json").read_text())
+        if meta["llm_format"] == "peft":
+            d = lora_deltas(final / "llm_adapter")
+            deltas[display(label)] = {n: d[n] for n in select_matrices(list(d), layer)}
+            continue
+        if base_state is None:
+            base_state = ctx.base_model().llm.state_dict()
+        tuned = load_llm(final / "llm")[0].state_dict()
+        deltas[display(label)] = weight_deltas(base_state, tuned, select_matrices(list(tuned), layer))
+    if not deltas:
+        return {"skipped": "no method changed the LLM"}
+    plot_change_heatmaps(deltas, out / "fig4_change.png")
+    scores = {lab: {n: rank_clustering_score(top_region(d, 0.05))["score"] for n, d in per.items()}
+              for lab, per in deltas.items()}
+    atomic_write_text(out / "clustering.json", json.dumps(scores, indent=2) + "\n")
+    return {"methods": list(deltas)}
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+def finished_summary(folder: Path, n: int) -> dict | None:
+    f = folder / "summary.json"
+    if not f.is_file():
+        return None
+    s = json.loads(f.read_text(encoding="utf-8"))
+    return s if s.get("n") == n and "accuracy" in s else None
+
+
+def stage_evaluate(ctx: Context, out: Path) -> dict:
+    """T2T / S2T accuracy of No-FT, the cascade and every method on every benchmark."""
+    from omnishift.data.manifest import read_manifest
+    from omnishift.evaluate.qa import build_eval_items, evaluate
+
+    ev = ctx.cfg.evaluate
+    benches = {name: read_manifest(p) for name, p in ctx.benchmarks().items()}
+    rows = []  # (row key, model source, modes)
+    if "no_ft" in ev.baselines and "t2t" in ev.modes:
+        rows.append(("no_ft", "base", ["t2t"]))
+    if "cascade" in ev.baselines and "s2t" in ev.modes:
+        rows.append(("cascade", "cascade", ["s2t"]))
+    rows += [(label, "trained", list(ev.modes)) for label in ctx.cfg.train.methods]
+    units = [(r, src, b, m) for r, src, modes in rows for b in benches for m in modes]
+    models, asr = {}, None
+    for i, (row, src, bench, mode) in enumerate(units, 1):
+        folder, exs = out / row / bench / mode, benches[bench]
+        meta = {"model": display(row), "row": row, "benchmark": bench, "source": ctx.cfg.evaluate.benchmarks[bench].source,
+                "mode": mode, "prompt": ev.prompt}
+        if finished_summary(folder, len(exs)) is None:
+            if src == "trained" and row not in models:
+                models.clear()  # one trained model in memory at a time
+                models[row] = load_trained(ctx.final(row))
+            model = ctx.base_model() if src in ("base", "cascade") else models[row]
+            if src == "cascade":
+                from omnishift.evaluate.cascade import WhisperASR, evaluate_cascade
+
+                asr = asr or WhisperASR(ev.asr_model)
+                evaluate_cascade(model, asr, exs, folder, prompt=ev.prompt, batch_size=ev.batch_size,
+                                 max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None, meta=meta)
+            else:
+                evaluate(model, build_eval_items(exs, mode, prompt=ev.prompt), folder, batch_size=ev.batch_size,
+                         max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None,
+                         label=f"{row} {bench} {mode}", meta=meta)
+        ctx.progress.step("evaluate", i, len(units), f"{row} {bench} {mode}")
+    return {"evaluations": len(units)}
+
+
+def stage_ablation(ctx: Context, out: Path) -> dict:
+    """Table 3: LoRA at each rank, trained and evaluated (:func:`omnishift.evaluate.ablation.ablate_rank`)."""
+    from omnishift.evaluate.ablation import ablate_rank
+
+    ab, ev = ctx.cfg.ablation, ctx.cfg.evaluate
+    if not ab.ranks:
+        return {"skipped": "ablation.ranks is empty"}
+    methods = ctx.cfg.train.methods
+    config = ab.config
+    if config is None and methods:
+        label = next((m for m in methods if m == "lora"), next(iter(methods)))
+        config = methods[label].config
+    config = ctx.cfg.resolve(config)
+    base_method = (_config_dict(config, []).get("method") or {}).get("name", "full")
+    overrides = train_overrides(ctx, None, ab.overrides)
+    if base_method != "lora":
+        overrides.append("method.options={}")  # the other method's options do not apply to LoRA
+    names = ab.benchmarks or list(ev.benchmarks)
+    benches = ctx.benchmarks()
+    ablate_rank(config, [int(r) for r in ab.ranks], [str(benches[n]) for n in names], out, overrides=overrides,
+                modes=list(ev.modes), prompt=ev.prompt, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                progress=ctx.progress.stream is not None)
+    return {"ranks": list(ab.ranks)}
+
+
+def stage_report(ctx: Context, out: Path) -> dict:
+    from omnishift.report.build import build_report
+
+    html = build_report(ctx.run_dir, title=ctx.cfg.report.title)
+    return {"report": str(html)}
+
+
+STAGE_FUNCS = {
+    "data": stage_data, "importance": stage_importance, "deactivation": stage_deactivation, "train": stage_train,
+    "importance_after": stage_importance_after, "shift": stage_shift, "change": stage_change,
+    "evaluate": stage_evaluate, "ablation": stage_ablation, "report": stage_report,
+}

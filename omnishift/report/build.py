@@ -1,0 +1,234 @@
+"""``runs/NAME/report.html`` + ``report.md`` + ``report/{tables,figures}/`` from a run's stage outputs.
+
+Reads only what the stages wrote (``experiment.yaml``, ``STAGE/DONE`` markers, score folders,
+summaries, PNGs), so ``omnishift report runs/NAME`` rebuilds it at any time, also for a run that
+is still going: what is missing is named in its section, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from omnishift.paths import atomic_write_bytes, atomic_write_text
+from omnishift.report.html import Figure, Section, render_html, render_markdown
+from omnishift.report.tables import (
+    Table, accuracy_table, bench_title, clustering_table, deactivation_table, shift_table, to_csv, to_markdown,
+    training_table,
+)
+
+STAGES_DOC = {
+    "data": "training instructions, held-out set and benchmarks with synthesized speech",
+    "importance": "Taylor importance of the base model (text and speech input), eq. 3, Fig. 1",
+    "deactivation": "Table 1", "train": "Stage-1 training of every method",
+    "importance_after": "textual importance of every trained model", "shift": "Fig. 2-3 and shift metrics",
+    "change": "Fig. 4", "evaluate": "Table 2 (T2T / S2T with No-FT and cascade baselines)",
+    "ablation": "Table 3 (LoRA rank)", "report": "this report",
+}
+
+
+def _json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _marker(run: Path, stage: str) -> dict | None:
+    return _json(run / stage / "DONE")
+
+
+def _missing(run: Path, stage: str, what: str) -> str:
+    m = _marker(run, stage)
+    if m and m.get("skipped"):
+        return f"{what}: stage '{stage}' was skipped ({m['skipped']})."
+    if m:
+        return f"{what}: stage '{stage}' finished without producing it."
+    return f"{what}: not available yet (stage '{stage}' has not finished)."
+
+
+def _display(label: str) -> str:
+    from omnishift.pipeline.stages import display
+
+    return display(label)
+
+
+def eval_cells(root: Path, pattern: str = "*/*/*/summary.json", row_up: int = 3) -> tuple[dict, list[str], list[str]]:
+    """Summaries under ``root/ROW/BENCH/MODE/summary.json`` -> ``({(row, bench, mode): s}, rows, benches)``.
+
+    ``pattern`` / ``row_up`` (how many folders above ``summary.json`` the row is) fit other layouts,
+    e.g. the ablation's ``r8/eval/BENCH/MODE``.
+    """
+    cells, rows, benches = {}, [], []
+    for f in sorted(root.glob(pattern)):
+        s = json.loads(f.read_text(encoding="utf-8"))
+        if "accuracy" not in s:
+            continue
+        row, bench, mode = f.parents[row_up - 1].name, f.parent.parent.name, f.parent.name
+        cells[(row, bench, mode)] = s
+        rows += [row] if row not in rows else []
+        benches += [bench] if bench not in benches else []
+    return cells, rows, benches
+
+
+def _order(found: list[str], wanted: list[str]) -> list[str]:
+    return [r for r in wanted if r in found] + [r for r in found if r not in wanted]
+
+
+def _section_overview(run: Path, exp: dict) -> Section:
+    rows = []
+    for stage in exp.get("stages") or STAGES_DOC:
+        m = _marker(run, stage)
+        status = "skipped: " + m["skipped"] if m and m.get("skipped") else ("done" if m else "not finished")
+        if stage == "report" and not m:
+            status = "building"
+        rows.append([stage, STAGES_DOC.get(stage, ""), status, f"{m['seconds']:.0f}" if m else "-",
+                     m.get("finished", "-") if m else "-"])
+    model = exp.get("model", {})
+    methods = list((exp.get("train") or {}).get("methods") or {})
+    benches = (exp.get("evaluate") or {}).get("benchmarks") or {}
+    data = _json(run / "data" / "summary.json") or {}
+    paras = [f"Base speech LLM: {Path(str(model.get('llm'))).name} + {Path(str(model.get('encoder'))).name} "
+             f"(adaptor k = {model.get('k')}, frame policy {model.get('frame_policy')}).",
+             "Methods: " + (", ".join(_display(m) for m in methods) or "none") + ". Benchmarks: "
+             + (", ".join(f"{bench_title(b)} ({data.get('bench:' + b, {}).get('items', '?')} questions, "
+                          f"source {v['source']})" for b, v in benches.items()) or "none") + "."]
+    if "train" in data:
+        paras.append(f"Training set: {data['train']['items']} spoken instructions from {data['train']['source']}.")
+    return Section("overview", "Run overview", paras, [Table(
+        "stages", "Pipeline stages", ["Stage", "Produces", "Status", "Seconds", "Finished"], rows)])
+
+
+def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
+    """Every section of the report, and the tables that get CSV/Markdown files."""
+    sections, tables = [_section_overview(run, exp)], []
+    methods = list((exp.get("train") or {}).get("methods") or {})
+
+    # Sec. 2: importance
+    s = Section("importance", "Parameter importance of the base model (paper Sec. 2)")
+    doc = _json(run / "deactivation" / "rows.json")
+    if doc:
+        s.tables.append(deactivation_table(doc))
+    else:
+        s.paragraphs.append("Table 1 (deactivation) — " + _missing(run, "deactivation", "Table 1"))
+    clus = _json(run / "importance" / "fig1_rank_clustering.json")
+    if clus:
+        s.tables.append(clustering_table(clus, "Rank clustering of the top-5% importance region (Fig. 1)",
+                                         "fig1_rank_clustering"))
+        s.figures.append(Figure(run / "importance" / "fig1_rank_clustering.png",
+                                "Fig. 1. Top-5% importance region per module, text vs speech input "
+                                "(share of each 3×3 vicinity in the region)."))
+    else:
+        s.paragraphs.append("Fig. 1 (rank clustering) — " + _missing(run, "importance", "Fig. 1"))
+    sections.append(s)
+
+    # training
+    s = Section("training", "Stage-1 training (paper Sec. 3.1)")
+    summ = {m: _json(run / "train" / m / "summary.json") for m in methods}
+    summ = {m: v for m, v in summ.items() if v}
+    if summ:
+        s.tables.append(training_table(summ, _display))
+    if (run / "train" / "loss.png").is_file():
+        s.figures.append(Figure(run / "train" / "loss.png", "Training loss per optimizer step (5-step moving average)."))
+    if not summ:
+        s.paragraphs.append("Training loss curves — " + _missing(run, "train", "trained models"))
+    sections.append(s)
+
+    # shift
+    s = Section("shift", "Distribution shift of textual importance (Fig. 2-3)")
+    metrics = _json(run / "shift" / "metrics.json")
+    if metrics:
+        s.tables.append(shift_table(metrics, _display))
+    for name, cap in (("fig2_layers_full", "Fig. 2. Layer-wise textual importance before and after full fine-tuning."),
+                      ("fig3_layers_methods", "Fig. 3. Layer-wise textual importance before and after each method.")):
+        if (run / "shift" / f"{name}.png").is_file():
+            s.figures.append(Figure(run / "shift" / f"{name}.png", cap))
+        elif name == "fig3_layers_methods" or metrics:
+            s.paragraphs.append(f"{cap.split('.')[0]}. — " + (_missing(run, "shift", "this figure") if not metrics
+                                                               else "no full fine-tuning among the methods."))
+    sections.append(s)
+
+    # change
+    s = Section("change", "Parameter changes (Fig. 4)")
+    ch = _json(run / "change" / "clustering.json")
+    if ch:
+        s.tables.append(clustering_table({k: v for k, v in ch.items()}, "Rank clustering of the top-5% |ΔW| cells",
+                                         "fig4_change_clustering"))
+        s.figures.append(Figure(run / "change" / "fig4_change.png",
+                                "Fig. 4. |ΔW| per matrix of one decoder layer, normalised per matrix."))
+    else:
+        s.paragraphs.append("Fig. 4 — " + _missing(run, "change", "parameter-change heatmaps"))
+    sections.append(s)
+
+    # evaluation
+    s = Section("qa", "Spoken QA: text (T2T) and speech (S2T) accuracy (Table 2)")
+    cells, rows, benches = eval_cells(run / "evaluate")
+    if cells:
+        order = _order(rows, ["no_ft", "cascade", *methods])
+        named = {(_display(r), b, m): v for (r, b, m), v in cells.items()}
+        t2 = accuracy_table("table2_qa", "Table 2. Accuracy on spoken QA benchmarks, text (T2T) and speech (S2T) "
+                            "questions", named, [_display(r) for r in order], benches)
+        s.tables.append(t2)
+        wer = [f"{bench_title(b)}: {100 * cells[('cascade', b, 's2t')]['wer']:.1f}%" for b in benches
+               if ("cascade", b, "s2t") in cells and cells[("cascade", b, "s2t")].get("wer") is not None]
+        if wer:
+            s.paragraphs.append("Cascade ASR word error rate on the spoken questions: " + ", ".join(wer) + ".")
+        from omnishift.report.figures import plot_tradeoff
+
+        pts = {}
+        for b in benches:
+            ci = lambda k: (cells[k]["accuracy"], *cells[k]["ci95"]) if k in cells else None  # noqa: E731
+            pts[bench_title(b)] = [{"label": _display(r), "t2t": ci((r, b, "t2t")), "s2t": ci((r, b, "s2t"))}
+                                   for r in order if ci((r, b, "t2t")) or ci((r, b, "s2t"))]
+        png = plot_tradeoff(pts, run / "report" / "figures" / "tradeoff_t2t_s2t.png")
+        s.figures.append(Figure(png, "T2T vs S2T accuracy per method with 95% CI error bars (the trade-off front); "
+                                     "dashed: No-FT T2T, dotted: cascade S2T."))
+    else:
+        s.paragraphs.append("Table 2 — " + _missing(run, "evaluate", "QA accuracy"))
+    sections.append(s)
+
+    # ablation
+    s = Section("ablation", "LoRA rank ablation (Table 3)")
+    cells3, rows3, benches3 = eval_cells(run / "ablation", "r*/eval/*/*/summary.json", 4)
+    if cells3:
+        rows3 = sorted(rows3, key=lambda r: int(r[1:]) if r[1:].isdigit() else 0)
+        named = {(f"r={r[1:]}", b, m): v for (r, b, m), v in cells3.items()}
+        s.tables.append(accuracy_table("table3_lora_rank", "Table 3. Accuracy by LoRA rank (α = 2r)", named,
+                                       [f"r={r[1:]}" for r in rows3], benches3, title="LoRA rank"))
+    else:
+        s.paragraphs.append("Table 3 — " + _missing(run, "ablation", "rank ablation"))
+    sections.append(s)
+    tables = [t for sec in sections for t in sec.tables]
+    return sections, tables
+
+
+def build_report(run_dir: str | Path, title: str = "") -> Path:
+    """Write ``report.html`` (self-contained), ``report.md``, ``report/tables/*.{csv,md}`` and
+    ``report/figures/*.png`` for the run in ``run_dir``; returns the HTML path.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run folder (no ``experiment.yaml``).
+    """
+    run = Path(run_dir)
+    exp_file = run / "experiment.yaml"
+    if not exp_file.is_file():
+        raise FileNotFoundError(f"{run} is not an `omnishift run` folder (no experiment.yaml)")
+    exp = yaml.safe_load(exp_file.read_text(encoding="utf-8")) or {}
+    title = title or (exp.get("report") or {}).get("title") or f"omnishift report: {exp.get('name', run.name)}"
+    sections, tables = build_sections(run, exp)
+    fig_dir, tab_dir = run / "report" / "figures", run / "report" / "tables"
+    for sec in sections:  # figures beside the report (the Markdown links them)
+        for f in sec.figures:
+            if f.path.parent != fig_dir:
+                dest = fig_dir / f.path.name
+                atomic_write_bytes(dest, f.path.read_bytes())
+                f.path = dest
+    if tab_dir.is_dir():
+        shutil.rmtree(tab_dir)
+    for t in tables:
+        atomic_write_text(tab_dir / f"{t.name}.csv", to_csv(t))
+        atomic_write_text(tab_dir / f"{t.name}.md", to_markdown(t))
+    intro = [f"Run folder: {run.resolve()}. Built from the stage outputs; rebuild with "
+             f"`omnishift report {run}`."]
+    atomic_write_text(run / "report.md", render_markdown(title, sections, run, intro))
+    return atomic_write_text(run / "report.html", render_html(title, sections, intro))

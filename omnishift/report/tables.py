@@ -1,0 +1,157 @@
+"""Report tables built from stage outputs: one :class:`Table` -> Markdown, CSV and HTML alike.
+
+Inputs are plain dicts as the stages write them (``deactivation/rows.json``, evaluation
+``summary.json`` files, ``shift/metrics.json``, training ``summary.json``), so every function is
+testable with hand-made values. Cells are strings; ``bold`` marks the best value of a column
+(Markdown ``**x**``, HTML ``<strong>``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+from omnishift.evaluate.table import BENCHMARK_TITLES
+
+
+@dataclass
+class Table:
+    """A captioned table: ``header`` and ``rows`` of strings, ``bold`` cells as (row, column) indices."""
+
+    name: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: set = field(default_factory=set)
+    note: str = ""
+
+    def cell(self, r: int, c: int) -> str:
+        return self.rows[r][c]
+
+
+def to_markdown(t: Table) -> str:
+    """GitHub Markdown of ``t`` (caption as a bold line above, note below)."""
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = [f"**{t.caption}**", "", "| " + " | ".join(esc(h) for h in t.header) + " |",
+             "|" + " --- |" * len(t.header)]
+    for i, row in enumerate(t.rows):
+        lines.append("| " + " | ".join(f"**{esc(v)}**" if (i, j) in t.bold else esc(v) for j, v in enumerate(row))
+                     + " |")
+    if t.note:
+        lines += ["", t.note]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(t.header)
+    w.writerows(t.rows)
+    return buf.getvalue()
+
+
+def fmt_ppl(x: float) -> str:
+    """Perplexity: 3 significant digits, scientific from 10⁴ (as in the paper's Table 1)."""
+    return f"{x:.3g}" if x < 1e4 else f"{x:.2e}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def acc_cell(summary: dict) -> str:
+    """``accuracy (CI low–high)`` in percent, one decimal."""
+    lo, hi = summary["ci95"]
+    return f"{pct(summary['accuracy'])} ({pct(lo)}–{pct(hi)})"
+
+
+def bench_title(name: str) -> str:
+    return BENCHMARK_TITLES.get(name, name)
+
+
+# ---- Table 1 ---------------------------------------------------------------------------------
+def deactivation_table(doc: dict) -> Table:
+    """Table 1 from ``deactivation/rows.json`` (``{"fraction", "model", "rows": [{"input", "base",
+    "top", "bottom", "random", "zeroed"}]}``)."""
+    p = f"{doc['fraction'] * 100:g}%"
+    rows = [[doc.get("model", ""), r["input"], *(fmt_ppl(r[k]) for k in ("base", "top", "bottom", "random"))]
+            for r in doc["rows"]]
+    zeroed = doc["rows"][0]["zeroed"]["top"] if doc["rows"] else 0
+    return Table("table1_deactivation", f"Table 1. Held-out perplexity after deactivating {p} of the parameters "
+                 "by importance (top / bottom / random)",
+                 ["Model", "Input", "Base", f"Top {p}", f"Bottom {p}", f"Random {p}"], rows,
+                 note=f"{zeroed:,} entries zeroed per strategy ({doc.get('scope', 'layers')} scope); perplexity of "
+                      "the response tokens given a text or a spoken prompt.")
+
+
+# ---- Tables 2 and 3 --------------------------------------------------------------------------
+def accuracy_table(name: str, caption: str, cells: dict, rows: list[str], benches: list[str],
+                   modes=("t2t", "s2t"), title: str = "Method", bold_best: bool = True) -> Table:
+    """Accuracy with 95% CI per row, benchmark and mode.
+
+    Args:
+        cells: ``{(row, benchmark, mode): summary}`` with ``accuracy``, ``ci95`` and ``n``.
+        rows, benches: display order; modes: column order within a benchmark.
+        bold_best: bold the highest accuracy of each column (every tie) unless all its rows tie.
+
+    Returns:
+        The table; ``-`` where a row was not evaluated; the note gives n per column.
+    """
+    cols = [(b, m) for b in benches for m in modes if any((r, b, m) in cells for r in rows)]
+    header = [title] + [f"{bench_title(b)} {m.upper()}" for b, m in cols]
+    body, bold = [], set()
+    for i, r in enumerate(rows):
+        body.append([r] + [acc_cell(cells[(r, b, m)]) if (r, b, m) in cells else "-" for b, m in cols])
+    for j, (b, m) in enumerate(cols, 1):
+        vals = {i: cells[(r, b, m)]["accuracy"] for i, r in enumerate(rows) if (r, b, m) in cells}
+        if bold_best and len(set(vals.values())) >= 2:  # a column where every row ties has no best
+            best = max(vals.values())
+            bold |= {(i, j) for i, v in vals.items() if v == best}
+    ns = []
+    for b, m in cols:
+        n = sorted({cells[(r, b, m)]["n"] for r in rows if (r, b, m) in cells})
+        ns.append(f"{bench_title(b)} {m.upper()} {'/'.join(map(str, n))}")
+    note = "Accuracy % (bootstrap 95% CI); best per column in bold; n = " + ", ".join(ns) + "." if cols else ""
+    return Table(name, caption, header, body, bold, note)
+
+
+# ---- analysis tables -------------------------------------------------------------------------
+def shift_table(metrics: dict, display=lambda s: s) -> Table:
+    """Distribution shift of textual importance vs the base model, per method (``shift/metrics.json``)."""
+    rows = []
+    for label, m in metrics.items():
+        ta, tb = m["thirds"]["a"]["last"], m["thirds"]["b"]["last"]
+        rows.append([display(label), f"{m['js_divergence_bits']:.4f}", f"{m['spearman_layers']:.3f}",
+                     f"{m['peak_layer']['a']} → {m['peak_layer']['b']}", f"{m['total_mass_ratio']:.3g}",
+                     f"{100 * ta:.1f} → {100 * tb:.1f}"])
+    return Table("shift_metrics", "Layer-wise textual importance: shift from the base model after training",
+                 ["Method", "JS divergence (bits)", "Spearman ρ (layers)", "Peak layer (base → method)",
+                  "Importance mass ratio", "Last-third share % (base → method)"], rows,
+                 note="JS divergence 0 = same layer distribution; mass ratio = total textual importance after / before.")
+
+
+def training_table(summaries: dict, display=lambda s: s) -> Table:
+    """One row per trained method from the trainer's ``summary.json``."""
+    rows = [[display(k), str(s["steps"]), "-" if s.get("final_loss") is None else f"{s['final_loss']:.4f}",
+             f"{s['trainable_parameters']:,}", f"{s.get('fixed_entries', 0):,}"] for k, s in summaries.items()]
+    return Table("training", "Stage-1 training runs", ["Method", "Steps", "Final loss", "Trainable parameters",
+                                                       "Entries held fixed"], rows)
+
+
+def clustering_table(scores: dict, caption: str, name: str) -> Table:
+    """``{row label: {matrix name: score or {"score": x}}}`` -> one column per label, one row per matrix."""
+    labels = list(scores)
+    names = []
+    for per in scores.values():
+        names += [n for n in per if n not in names]
+
+    def val(label, n):
+        v = scores[label].get(n)
+        v = v["score"] if isinstance(v, dict) else v
+        return "-" if v is None else f"×{v:.2f}"
+
+    rows = [[n] + [val(lab, n) for lab in labels] for n in names]
+    return Table(name, caption, ["Matrix"] + labels, rows,
+                 note="Rank-clustering score: share of the top-5% cells on the busiest 5% of rows and columns, "
+                      "relative to a random placement (×1 = no clustering).")
