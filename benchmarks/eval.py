@@ -1,13 +1,20 @@
 """Generation throughput for QA evaluation; prints one JSON object.
 
-Questions/s answering LLaMA-Omni-style T2T prompts with the default model, batched (left padding,
-batch 16) vs one at a time, on the same questions and the same greedy settings, both through
-``SpeechLLM.generate`` (rows leave the batch when they finish); also batched through
-``transformers``' ``generate`` (every row runs until the longest answer ends), the previous
-implementation, for comparison within the same run. Checks that all outputs are identical.
-Questions come from ``../shared/data`` LLaMA Questions.
+Questions/s answering LLaMA-Omni-style T2T prompts with the default model through
+:func:`omnishift.evaluate.qa.evaluate`, on the same questions and the same greedy settings, in one
+run (so machine load hits every variant alike):
 
-Usage: python benchmarks/eval.py [--n 32] [--batch 16] [--max-new-tokens 64] [--threads 2]
+* ``continuous``: continuous batching with ``--batch`` slots (``SpeechLLM.generate_stream``: a
+  finished answer's slot takes the next question), what ``evaluate`` does by default;
+* ``static``: static batches of ``--batch`` through ``SpeechLLM.generate`` (rows leave the batch
+  when they finish, but a batch lasts as long as its longest answer), the previous loop;
+* ``single``: one question at a time (static, batch 1);
+* ``hf_generate`` (``--hf``): static batches through ``transformers``' ``generate`` (every row runs
+  until the longest answer ends), the implementation before that.
+
+Checks that all outputs are identical. Questions come from ``../shared/data`` LLaMA Questions.
+
+Usage: python benchmarks/eval.py [--n 32] [--batch 16] [--max-new-tokens 64] [--threads 2] [--hf]
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 
 
 def hf_generate(self, batch, max_new_tokens=64):
-    """The previous ``SpeechLLM.generate``: transformers' greedy ``generate`` on the whole batch."""
+    """The original ``SpeechLLM.generate``: transformers' greedy ``generate`` on the whole batch."""
     out = self.llm.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
     out = out[:, batch["input_ids"].shape[1]:]
@@ -29,6 +36,8 @@ def hf_generate(self, batch, max_new_tokens=64):
 
 
 def main() -> None:
+    import os
+
     import torch
 
     from omnishift.data.sources import load_llama_questions
@@ -40,29 +49,36 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hf", action="store_true", help="also time transformers' generate (static batches)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = load_speech_llm()
     items = build_eval_items(load_llama_questions(limit=a.n), "t2t")
+    runs = [("continuous", a.batch, True), ("single", 1, False), ("static", a.batch, False)]
+    if a.hf:
+        runs.append(("hf_generate", a.batch, False))
     res = {}
+    load = {"loadavg_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as d:
-        for name, bs in (("batched", a.batch), ("single", 1), ("batched_hf_generate", a.batch)):
+        for name, bs, continuous in runs:
             m = model
-            if name == "batched_hf_generate":
+            if name == "hf_generate":
                 m = types.SimpleNamespace(processor=model.processor, generate=types.MethodType(hf_generate, model))
             t0 = time.perf_counter()
-            evaluate(m, items, Path(d) / name, batch_size=bs, max_new_tokens=a.max_new_tokens, progress=False)
+            evaluate(m, items, Path(d) / name, batch_size=bs, max_new_tokens=a.max_new_tokens, progress=False,
+                     continuous=continuous)
             res[name] = {"seconds": time.perf_counter() - t0,
                          "outputs": {json.loads(x)["id"]: json.loads(x)["output"]
                                      for x in (Path(d) / name / "items.jsonl").read_text().splitlines()}}
+    load["loadavg_end"] = round(os.getloadavg()[0], 2)
     lengths = [len(model.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in res["single"]["outputs"].values()]
     print(json.dumps({
-        "questions": a.n, "batch": a.batch, "max_new_tokens": a.max_new_tokens, "threads": a.threads,
+        "questions": a.n, "batch": a.batch, "max_new_tokens": a.max_new_tokens, "threads": a.threads, **load,
         "answer_tokens_mean": sum(lengths) / len(lengths), "answer_tokens_max": max(lengths),
         **{f"questions_per_s_{k}": round(a.n / v["seconds"], 3) for k, v in res.items()},
-        "speedup_batched_over_single": round(res["single"]["seconds"] / res["batched"]["seconds"], 2),
-        "speedup_hf_batched_over_single": round(res["single"]["seconds"] / res["batched_hf_generate"]["seconds"], 2),
-        "identical_outputs": res["batched"]["outputs"] == res["single"]["outputs"] == res["batched_hf_generate"]["outputs"],
+        **{f"speedup_{k}_over_single": round(res["single"]["seconds"] / v["seconds"], 2)
+           for k, v in res.items() if k != "single"},
+        "identical_outputs": all(v["outputs"] == res["single"]["outputs"] for v in res.values()),
     }, indent=2))
 
 

@@ -10,7 +10,8 @@ correct when a normalised reference occurs in it as a whole-word sequence:
 3. punctuation -> spaces (``Challenger Deep, Mariana Trench`` -> ``challenger deep mariana trench``);
 4. articles ``a``/``an``/``the`` removed (SQuAD-style);
 5. number words -> digits (``eight`` == ``8``, ``twenty-one`` == ``21``, ``one hundred`` == ``100``),
-   thousands separators dropped (``1,000`` == ``1000``);
+   one number per well-formed phrase (``one two`` == ``1 2``, not ``3``), thousands separators
+   dropped (``1,000`` == ``1000``);
 6. whitespace collapsed.
 
 An empty output is never correct; an empty reference (after normalisation) is ignored.
@@ -31,37 +32,83 @@ _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
 _ARTICLES = {"a", "an", "the"}
 
 
-def _numbers_to_digits(words: list[str]) -> list[str]:
-    """Replace runs of number words by their value (``two hundred five`` -> ``205``)."""
-    out, run = [], []
+def _kind(w: str) -> str | None:
+    """The role of a number word: zero, unit (1-9), teen (10-19), tens, hundred, scale; None otherwise."""
+    if w in _UNITS:
+        return "zero" if w == "zero" else "unit" if _UNITS[w] < 10 else "teen"
+    if w in _TENS:
+        return "tens"
+    if w == "hundred":
+        return "hundred"
+    return "scale" if w in _SCALES else None
 
-    def flush():
-        if not run:
-            return
-        total, current = 0, 0
-        for w in run:
-            if w in _UNITS:
-                current += _UNITS[w]
-            elif w in _TENS:
-                current += _TENS[w]
-            elif w == "hundred":
-                current = max(current, 1) * 100
-            else:
-                total += max(current, 1) * _SCALES[w]
-                current = 0
-        out.append(str(total + current))
-        run.clear()
 
-    for w in words:
-        is_number = w in _UNITS or w in _TENS or w in _SCALES
-        if is_number and (run or w not in _SCALES):  # a bare "hundred"/"million" stays a word
-            run.append(w)
-        elif w == "and" and run and run[-1] in _SCALES:
-            continue  # "one hundred and five"
+# which kinds may follow the last word of a number and still belong to it ("twenty" + "one", "hundred" + "five")
+_FOLLOWS = {"unit": {"tens", "hundred", "scale"}, "teen": {"hundred", "scale"}, "tens": {"hundred", "scale"},
+            "hundred": {"unit", "teen", "tens"}, "scale": {"unit", "teen", "tens", "hundred"}, "zero": set()}
+
+
+class _Number:
+    """A number being read word by word: ``total`` (finished thousands groups) + ``group`` (< 1000)."""
+
+    def __init__(self, w: str):
+        self.total, self.group, self.scale, self.last = 0, 0, float("inf"), None
+        self.add(w)
+
+    def continues(self, w: str) -> bool:
+        """Whether ``w`` extends this number (else it ends here: "one two" is 1 and 2, not 3)."""
+        k = _kind(w)
+        if k is None or self.last not in _FOLLOWS[k]:
+            return False
+        if k == "hundred":
+            return self.group < 100  # "nineteen hundred", not "one hundred hundred"
+        if k == "scale":
+            return _SCALES[w] < self.scale  # "two million three thousand", not "two thousand thousand"
+        return True
+
+    def add(self, w: str) -> None:
+        k = _kind(w)
+        if k == "hundred":
+            self.group *= 100
+        elif k == "scale":
+            self.total += self.group * _SCALES[w]
+            self.group, self.scale = 0, _SCALES[w]
         else:
-            flush()
+            self.group += _UNITS.get(w, _TENS.get(w, 0))
+        self.last = k
+
+    def __str__(self) -> str:
+        return str(self.total + self.group)
+
+
+def _numbers_to_digits(words: list[str]) -> list[str]:
+    """Replace number words by digits, one number per well-formed phrase.
+
+    A number starts at a units/teens/tens word and goes on while each next word can continue it
+    (``two hundred five`` -> ``205``, ``one hundred and five`` -> ``105``, ``two thousand twenty``
+    -> ``2020``); a word that cannot (a unit after a unit, a tens word after a tens or units word)
+    starts a new number, so ``one two three`` -> ``1 2 3`` and ``seventy seventy`` -> ``70 70``.
+    A bare ``hundred``/``million`` stays a word; ``and`` is dropped only between a ``hundred`` or
+    scale word and a word that continues the number.
+    """
+    out, num = [], None
+    for i, w in enumerate(words):
+        if num is not None and num.continues(w):
+            num.add(w)
+            continue
+        nxt = words[i + 1] if i + 1 < len(words) else None
+        if (w == "and" and num is not None and num.last in ("hundred", "scale") and nxt is not None
+                and _kind(nxt) in ("unit", "teen", "tens") and num.continues(nxt)):
+            continue  # "one hundred and five"
+        if num is not None:
+            out.append(str(num))
+            num = None
+        if _kind(w) in ("zero", "unit", "teen", "tens"):
+            num = _Number(w)
+        else:
             out.append(w)
-    flush()
+    if num is not None:
+        out.append(str(num))
     return out
 
 

@@ -140,16 +140,18 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
     ctx = Context(cfg, run_dir, progress)
     for s in redo:
         (stage_dir(run_dir, s) / DONE).unlink(missing_ok=True)
-    fp = fingerprint(cfg)
+    fp, stale = fingerprint(cfg), []
     for stage in stages:
         marker = read_marker(run_dir, stage)
         if marker is not None:
             progress.skipped(stage, marker)
-            if marker.get("config") not in (None, fp) and stream is not None:
-                print(f"warning: stage {stage} was finished with another experiment config; its outputs are kept. "
-                      f"Rerun it with --redo {stage} (and delete its folder to recompute every unit).",
-                      file=stream, flush=True)
+            if marker.get("config") not in (None, fp):
+                stale.append(stage)
             continue
+        if stale and stream is not None:
+            print(f"warning: stages {stale} were finished with another experiment config; their outputs are kept "
+                  f"(--redo {' '.join(stale)} reruns them; delete a unit's folder to recompute it)", file=stream, flush=True)
+            stale = []
         out = stage_dir(run_dir, stage)
         out.mkdir(parents=True, exist_ok=True)
         progress.stage_start(stage)

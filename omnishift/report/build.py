@@ -189,7 +189,8 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
 
     # ablation
     s = Section("ablation", "LoRA rank ablation (Table 3)")
-    cells3, rows3, benches3 = eval_cells(run / "ablation", "r*/eval/*/*/summary.json", 4)
+    skipped = (_marker(run, "ablation") or {}).get("skipped")
+    cells3, rows3, benches3 = ({}, [], []) if skipped else eval_cells(run / "ablation", "r*/eval/*/*/summary.json", 4)
     if cells3:
         rows3 = sorted(rows3, key=lambda r: int(r[1:]) if r[1:].isdigit() else 0)
         named = {(f"r={r[1:]}", b, m): v for (r, b, m), v in cells3.items()}

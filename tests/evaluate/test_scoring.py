@@ -24,6 +24,10 @@ from omnishift.evaluate.scoring import bootstrap_ci, is_correct, normalize
     ("", ["Paris"], False),                                          # empty output
     ("Paris", [""], False),                                          # empty reference ignored
     ("eighteen", ["8"], False),
+    ("Count: one two three", ["6"], False),                          # adjacent numbers are not added
+    ("one two three", ["1 2 3"], True),
+    ("seven times three is twenty one", ["Twenty one"], True),
+    ("It was in two thousand twenty", ["2020"], True),
 ])
 def test_cases(output, refs, expected):
     assert is_correct(output, refs) is expected
@@ -32,6 +36,34 @@ def test_cases(output, refs, expected):
 def test_normalize_form():
     assert normalize("The São Paulo  Team & Co.") == "sao paulo team and co"
     assert normalize("two hundred five") == "205"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("one two three", "1 2 3"),                      # a unit after a unit starts a new number
+    ("one two", "1 2"),
+    ("twenty one", "21"),
+    ("twenty-one", "21"),
+    ("seventy seventy", "70 70"),                    # a tens word after a tens word
+    ("twenty one thirty two", "21 32"),              # a tens word after a unit
+    ("eleven twelve", "11 12"),
+    ("twenty eleven", "20 11"),
+    ("zero five", "0 5"),
+    ("one hundred and five", "105"),
+    ("two hundred and twenty two", "222"),
+    ("one hundred twenty one", "121"),
+    ("two thousand twenty", "2020"),
+    ("one thousand and one", "1001"),
+    ("nineteen hundred", "1900"),
+    ("three million two hundred thousand", "3200000"),
+    ("one hundred thousand", "100000"),
+    ("two thousand thousand", "2000 thousand"),      # a scale cannot repeat
+    ("one hundred and paris", "100 and paris"),      # "and" kept when no number follows
+    ("five and six", "5 and 6"),
+    ("a hundred", "hundred"),                        # a bare scale word stays a word
+    ("seven 7 seven", "7 7 7"),
+])
+def test_number_words(text, expected):
+    assert normalize(text) == expected
 
 
 def test_bootstrap_ci():
