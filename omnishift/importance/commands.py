@@ -26,7 +26,12 @@ def build_items(spec: str, modality: str, limit: int | None, audio_dir: str | No
     from omnishift.data.sources import load_source
     from omnishift.models.processor import s2t_prompt, t2t_prompt
 
-    examples = [e for e in load_source(spec, limit=limit) if e.response]
+    # hf: datasets decode their audio into WAVs, so they need a folder for it before anything else
+    extra = {"audio_dir": Path(audio_dir) / "hf"} if spec.startswith("hf:") and audio_dir else {}
+    if spec.startswith("hf:") and not audio_dir:
+        raise ValueError(f"{spec}: an HF dataset's audio is decoded to WAV files: set the audio folder "
+                         "(data.audio_dir for training, --audio-dir for importance)")
+    examples = [e for e in load_source(spec, limit=limit, **extra) if e.response]
     if not examples:
         raise ValueError(f"{spec}: no examples with a response; importance needs prompt/response pairs")
     if max_response_tokens and tokenizer is not None:

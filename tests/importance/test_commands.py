@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tiny_models import save_tiny_parts
 
@@ -24,3 +25,23 @@ def test_change_command_full_and_lora(tmp_path, tiny_tokenizer):
     out = tmp_path / "fig4.png"
     assert main(["importance", "change", f"full={tmp_path / 'full'}", f"lora={tmp_path / 'lora'}", "--out", str(out)]) == 0
     assert out.stat().st_size > 5000
+
+
+def test_build_items_hf_source_gets_an_audio_folder(tmp_path, monkeypatch):
+    """hf: sources decode audio to WAVs: the item builder (training, importance) passes a folder."""
+    import omnishift.data.sources as sources
+    from omnishift.data.manifest import Example
+    from omnishift.importance.commands import build_items
+
+    seen = {}
+
+    def fake(name, split, audio_dir, limit=None, **kw):
+        seen.update(name=name, split=split, audio_dir=audio_dir)
+        return [Example(id="x1", text="question?", response="answer.")]
+
+    monkeypatch.setattr(sources, "load_hf_dataset", fake)
+    items, info = build_items("hf:GSQA/spoken-alpaca-gpt4:train", "text", None, str(tmp_path), None)
+    assert seen == {"name": "GSQA/spoken-alpaca-gpt4", "split": "train", "audio_dir": tmp_path / "hf"}
+    assert items[0]["response"] == "answer." and info["items"] == 1
+    with pytest.raises(ValueError, match="data.audio_dir"):
+        build_items("hf:GSQA/spoken-alpaca-gpt4", "text", None, None, None)

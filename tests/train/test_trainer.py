@@ -121,3 +121,20 @@ def test_feature_cache_trains_the_same_and_is_reused(make_config, speech_items, 
     assert n_files == len(speech_items)
     train(make_config(out="cached2", data={"feature_cache": cache_dir}), items=speech_items)
     assert len(list((tmp_path / "feats").rglob("*.safetensors"))) == n_files  # all hits, nothing new
+
+
+def test_corrupt_audio_stops_before_training_and_names_the_item(make_config, tmp_path):
+    """A manifest row whose WAV is unreadable fails at data loading, naming the row and the fix."""
+    import soundfile as sf
+    from tiny_models import tone
+
+    sf.write(tmp_path / "good.wav", tone(0.5), 16000, subtype="PCM_16")
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00not a wav at all")
+    rows = [{"id": "ok_1", "text": "hi", "audio": "good.wav", "response": "hello"},
+            {"id": "broken_2", "text": "bye", "audio": "bad.wav", "response": "goodbye"}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = make_config("full", data={"source": str(manifest), "modality": "speech", "audio_dir": str(tmp_path)})
+    with pytest.raises(ValueError, match="broken_2"):
+        train(cfg)
+    assert not (tmp_path / "run" / "final").exists()
