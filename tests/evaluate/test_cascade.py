@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from tiny_models import make_tiny_speech_llm, tone
@@ -17,7 +16,7 @@ from omnishift.evaluate.qa import build_eval_items, evaluate
 class FakeASR:
     """Returns canned transcripts, one per call in order, and counts calls."""
 
-    model_dir = Path("fake-asr")
+    name = "fake-asr"
 
     def __init__(self, texts):
         self.texts, self.calls = list(texts), 0
