@@ -114,7 +114,7 @@ def write_big_safetensors(path: Path, total: int, chunk: int, seed: int = 0) -> 
 
 
 def bench_threshold(total: int, fraction: float = 0.03) -> dict:
-    from omnishift.importance.threshold import kth_largest, stream_safetensors
+    from omnishift.importance.threshold import stream_safetensors
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("OMNISHIFT_BENCH_TMP")) as d:
         path = Path(d) / "scores.safetensors"
