@@ -81,7 +81,7 @@ def _section_overview(run: Path, exp: dict) -> Section:
         m = _marker(run, stage)
         status = "skipped: " + m["skipped"] if m and m.get("skipped") else ("done" if m else "not finished")
         if stage == "report" and not m:
-            status = "building"
+            status = "this page (built after the stages above)"
         rows.append([stage, STAGES_DOC.get(stage, ""), status, f"{m['seconds']:.0f}" if m else "-",
                      m.get("finished", "-") if m else "-"])
     model = exp.get("model", {})
