@@ -76,8 +76,15 @@ def collect(runs: list[tuple[str, str | Path]]) -> tuple[list[str], list[tuple[s
     return rows, cols, cells
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal (``0.3067`` -> ``"30.7"``)."""
     return f"{100 * x:.1f}"
+
+
+def acc_cell(summary: dict) -> str:
+    """One table cell: ``accuracy (CI low–high)`` in percent, as in Tables 2 and 3."""
+    lo, hi = summary["ci95"]
+    return f"{pct(summary['accuracy'])} ({pct(lo)}–{pct(hi)})"
 
 
 def render(rows, cols, cells, title: str = "Model") -> tuple[str, str]:
@@ -93,7 +100,7 @@ def render(rows, cols, cells, title: str = "Model") -> tuple[str, str]:
         line = [r]
         for c in cols:
             s = cells.get((r, c))
-            line.append("-" if s is None else f"{_pct(s['accuracy'])} ({_pct(s['ci95'][0])}–{_pct(s['ci95'][1])})")
+            line.append("-" if s is None else acc_cell(s))
         md.append("| " + " | ".join(line) + " |")
     ns = {c: sorted({cells[(r, c)]["n"] for r in rows if (r, c) in cells}) for c in cols}
     md.append("")

@@ -12,7 +12,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from omnishift.evaluate.table import BENCHMARK_TITLES
+from omnishift.evaluate.table import BENCHMARK_TITLES, acc_cell
 
 
 @dataclass
@@ -54,16 +54,6 @@ def to_csv(t: Table) -> str:
 def fmt_ppl(x: float) -> str:
     """Perplexity: 3 significant digits, scientific from 10⁴ (as in the paper's Table 1)."""
     return f"{x:.3g}" if x < 1e4 else f"{x:.2e}"
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def acc_cell(summary: dict) -> str:
-    """``accuracy (CI low–high)`` in percent, one decimal."""
-    lo, hi = summary["ci95"]
-    return f"{pct(summary['accuracy'])} ({pct(lo)}–{pct(hi)})"
 
 
 def bench_title(name: str) -> str:
