@@ -455,3 +455,37 @@ def _existing_frames(wav: Path) -> int | None:
         log.warning("unreadable %s: synthesising it again", wav)
         return None
     return info.frames if info.samplerate == SAMPLE_RATE and info.channels == 1 else None
+
+
+def ensure_audio(examples: list, audio_dir: str | os.PathLike | None, config: SynthConfig = SynthConfig(),
+                 drop_too_long: bool = False) -> tuple[list, int]:
+    """Give every example an audio file, speaking the missing ones into ``audio_dir`` (resumable).
+
+    Used wherever examples may arrive as text only (training and importance items, benchmarks
+    without recordings, the pipeline's data stage), so synthesis and its folder layout
+    (``audio_dir/source.jsonl``, ``wavs/``, ``manifest.jsonl``) live in one place.
+
+    Args:
+        examples: :class:`~omnishift.data.manifest.Example` rows; returned unchanged if all have audio.
+        audio_dir: folder for the synthesized speech (reused on later calls).
+        config: voice, rate and pitch.
+        drop_too_long: drop prompts that speak longer than Whisper's 30 s window (and count them)
+            instead of refusing to synthesize them.
+
+    Returns:
+        ``(examples with audio, number dropped as too long)``.
+
+    Raises:
+        ValueError: examples without audio and no ``audio_dir`` to speak them into.
+    """
+    from omnishift.data.manifest import read_manifest, write_manifest
+
+    if all(e.audio for e in examples):
+        return examples, 0
+    if not audio_dir:
+        raise ValueError("these examples have no audio: give an audio folder (--audio-dir / data.audio_dir) "
+                         "to synthesize it with eSpeak NG")
+    src = write_manifest(Path(audio_dir) / "source.jsonl", examples)
+    out = read_manifest(synth_manifest(src, audio_dir, config, max_seconds=None if drop_too_long else MAX_SECONDS))
+    kept = [e for e in out if not drop_too_long or (e.duration or 0) <= MAX_SECONDS]
+    return kept, len(out) - len(kept)

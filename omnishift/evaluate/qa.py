@@ -73,9 +73,9 @@ def load_benchmark(spec: str, modes=("t2t",), limit: int | None = None, subset: 
         if not audio_dir:
             raise ValueError(f"benchmark {spec!r} has no recordings: pass --audio-dir DIR to synthesize its questions "
                              "with eSpeak NG (done once, reused afterwards)")
-        from omnishift.importance.commands import ensure_audio
+        from omnishift.data.synth import ensure_audio
 
-        examples = ensure_audio(examples, audio_dir)
+        examples, _ = ensure_audio(examples, audio_dir)
     return examples
 
 

@@ -43,7 +43,9 @@ def build_items(spec: str, modality: str, limit: int | None, audio_dir: str | No
     if modality == "text":
         items = [{"prompt": t2t_prompt(e.text), "response": e.response} for e in examples]
     else:
-        examples = ensure_audio(examples, audio_dir)
+        from omnishift.data.synth import ensure_audio
+
+        examples, _ = ensure_audio(examples, audio_dir)
         items = []
         for e in examples:
             try:
@@ -53,20 +55,6 @@ def build_items(spec: str, modality: str, limit: int | None, audio_dir: str | No
                     raise
                 report.add(e.id, str(err))
     return items, {"source": spec, "examples": len(examples), "items": len(items), "skipped": report.count}
-
-
-def ensure_audio(examples, audio_dir: str | None):
-    """Give every example an audio file, synthesizing the missing ones with eSpeak NG."""
-    from omnishift.data.manifest import read_manifest, write_manifest
-    from omnishift.data.synth import synth_manifest
-
-    if all(e.audio for e in examples):
-        return examples
-    if not audio_dir:
-        raise ValueError("these examples have no audio: pass --audio-dir to synthesize it with eSpeak NG")
-    src = Path(audio_dir) / "source.jsonl"
-    write_manifest(src, examples)
-    return read_manifest(synth_manifest(src, audio_dir))
 
 
 def add_parser(sub) -> None:

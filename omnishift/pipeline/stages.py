@@ -86,25 +86,11 @@ class Context:
 
 
 # ---- data ------------------------------------------------------------------------------------
-def _synthesized(examples, folder: Path, synth) -> tuple[list, int]:
-    """Examples with audio: kept as they are, or spoken into ``folder`` (prompts > 30 s dropped)."""
-    from omnishift.data.audio import MAX_SECONDS
-    from omnishift.data.manifest import read_manifest, write_manifest
-    from omnishift.data.synth import synth_manifest
-
-    if all(e.audio for e in examples):
-        return examples, 0
-    src = write_manifest(folder / "source.jsonl", examples)
-    out = read_manifest(synth_manifest(src, folder, synth, max_seconds=None))
-    kept = [e for e in out if (e.duration or 0) <= MAX_SECONDS]
-    return kept, len(out) - len(kept)
-
-
 def stage_data(ctx: Context, out: Path) -> dict:
     """Training instructions, held-out set and benchmarks as manifests with (synthesized) audio."""
     from omnishift.data.manifest import write_manifest
     from omnishift.data.sources import load_source
-    from omnishift.data.synth import SynthConfig
+    from omnishift.data.synth import SynthConfig, ensure_audio
     from omnishift.evaluate.qa import select_subset
 
     cfg, synth = ctx.cfg, SynthConfig(voice=ctx.cfg.data.voice, rate=ctx.cfg.data.rate)
@@ -116,7 +102,7 @@ def stage_data(ctx: Context, out: Path) -> dict:
         examples = [e for e in load_source(cfg.resolve(spec), limit=limit) if e.response]
         if not examples:
             raise ValueError(f"data.{name}: {spec!r} has no examples with a response to train or score on")
-        examples, dropped = _synthesized(examples, out / name, synth)
+        examples, dropped = ensure_audio(examples, out / name, synth, drop_too_long=True)
         write_manifest(out / name / "manifest.jsonl", examples)
         info[name] = {"source": spec, "items": len(examples), "dropped_over_30s": dropped}
         ctx.progress.step("instructions", i, len(sets), name)
@@ -129,7 +115,7 @@ def stage_data(ctx: Context, out: Path) -> dict:
             raise ValueError(f"evaluate.benchmarks.{name}: items {missing[:3]} have no reference answers")
         dropped = 0
         if need_audio:
-            examples, dropped = _synthesized(examples, out / "bench" / name, synth)
+            examples, dropped = ensure_audio(examples, out / "bench" / name, synth, drop_too_long=True)
         write_manifest(out / "bench" / f"{name}.jsonl", examples)
         info[f"bench:{name}"] = {"source": b.source, "items": len(examples), "dropped_over_30s": dropped}
         ctx.progress.step("benchmarks", i, len(benches), name)
