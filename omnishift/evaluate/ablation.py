@@ -45,7 +45,7 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
                 overrides: list[str] = (), modes=("t2t", "s2t"), limit: int | None = None,
                 subset: int | None = None, seed: int = 0, audio_dir: str | Path | None = None,
                 prompt: str = "instruction", batch_size: int = 16, max_new_tokens: int = 64,
-                progress: bool = True) -> tuple[Path, Path]:
+                progress: bool = True, feature_cache: str | Path | None = None) -> tuple[Path, Path]:
     """Train and evaluate LoRA at each rank; write the Table-3-shaped comparison.
 
     Args:
@@ -56,7 +56,8 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
         overrides: further ``section.key=value`` overrides applied before the rank's own.
         modes: evaluation modes.
         limit, subset, seed, audio_dir: benchmark selection (:func:`load_benchmark`).
-        prompt, batch_size, max_new_tokens, progress: evaluation settings (:func:`evaluate`).
+        prompt, batch_size, max_new_tokens, progress, feature_cache: evaluation settings
+            (:func:`evaluate`).
 
     Returns:
         ``(table3.md, table3.csv)`` paths under ``out``.
@@ -88,7 +89,8 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
                                        batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
                                        label=f"lora r={r} {mode}",
                                        meta={"model": str(final), "benchmark": b, "mode": mode, "prompt": prompt,
-                                             "limit": limit, "subset": subset, "seed": seed, "lora_r": r})
+                                             "limit": limit, "subset": subset, "seed": seed, "lora_r": r},
+                                       feature_cache=feature_cache)
                 col = (benchmark_key(b), mode)
                 cells[(f"r={r}", col)] = summary
                 cols += [col] if col not in cols else []

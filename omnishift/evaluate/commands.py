@@ -22,6 +22,8 @@ def _benchmark_args(s) -> None:
                    help="T2T user turn: question + LLaMA-Omni instruction, or the bare question")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--feature-cache", help="S2T: folder of cached Whisper encoder outputs, shared by every model "
+                                           "evaluated on the same clips (each clip is encoded once)")
 
 
 def cmd_eval(args) -> int:
@@ -49,7 +51,8 @@ def cmd_eval(args) -> int:
         else:
             summary = evaluate(model, build_eval_items(examples, mode, prompt=args.prompt), out_dir,
                                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                               label=f"{args.model} {mode}", meta={**meta, "mode": mode})
+                               label=f"{args.model} {mode}", meta={**meta, "mode": mode},
+                               feature_cache=args.feature_cache)
         print(json.dumps(summary))
     return 0
 
@@ -71,7 +74,8 @@ def cmd_ablate_rank(args) -> int:
     md, _ = ablate_rank(args.config, args.ranks, args.benchmark, args.out, overrides=args.overrides,
                         modes=["t2t", "s2t"] if args.mode == "both" else [args.mode], limit=args.limit,
                         subset=args.subset, seed=args.seed, audio_dir=args.audio_dir, prompt=args.prompt,
-                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        feature_cache=args.feature_cache)
     print(md.read_text(encoding="utf-8"), end="")
     return 0
 

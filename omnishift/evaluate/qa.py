@@ -103,7 +103,8 @@ def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[d
 
 
 def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 64,
-             progress: bool = True, label: str = "", meta: dict | None = None, continuous: bool = True) -> dict:
+             progress: bool = True, label: str = "", meta: dict | None = None, continuous: bool = True,
+             feature_cache: str | Path | None = None) -> dict:
     """Answer, score and summarise; resumes from ``out_dir/items.jsonl``.
 
     Args:
@@ -123,6 +124,10 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
             a finished answer's slot takes the next question, and each answer is written as soon
             as it completes); False: static batches of ``batch_size`` through ``model.generate``
             (kept for comparison in ``benchmarks/eval.py``). Outputs are identical either way.
+        feature_cache: folder of cached Whisper encoder outputs
+            (:class:`~omnishift.models.feature_cache.EncoderFeatureCache`). The encoder is frozen
+            in every method, so all models evaluated on a benchmark share one encoding per clip;
+            on 30-s windows that encoding is about half of an S2T answer's cost on a CPU.
 
     Returns:
         The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``
@@ -139,6 +144,10 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
                 done[r["id"]] = r
     todo = [it for it in items if it["id"] not in done]
     todo.sort(key=lambda it: len(it["prompt"]) + (len(it["audio"]) / 1600 if "audio" in it else 0))
+    if feature_cache is not None and any("audio" in it for it in todo):
+        from omnishift.models.feature_cache import EncoderFeatureCache
+
+        todo = EncoderFeatureCache(feature_cache, model).attach(todo)  # audio -> encoder_states (a cache file)
     t0 = time.perf_counter()
     with open(done_file, "a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(items) - len(todo),
                                                            desc=f"eval {label}".strip(), disable=not progress) as bar:
@@ -148,7 +157,7 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
             done[it["id"]] = rec
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
-        prompts = [{k: it[k] for k in ("prompt", "audio") if k in it} for it in todo]
+        prompts = [{k: it[k] for k in ("prompt", "audio", "encoder_states") if k in it} for it in todo]
         if continuous:
             for i, out in model.generate_stream(prompts, slots=batch_size, max_new_tokens=max_new_tokens):
                 record(todo[i], out)

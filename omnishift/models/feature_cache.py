@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ class EncoderFeatureCache:
             out = enc(feats.to(enc.dtype)).last_hidden_state  # N, 1500, C
             for row, i in enumerate(chunk):
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
-                tmp = paths[i].with_name(f".{paths[i].name}.tmp")
+                tmp = paths[i].with_name(f".{paths[i].name}.{os.getpid()}.tmp")  # processes may share a cache
                 save_file({"states": out[row, : frames[i]].contiguous().cpu()}, tmp,
                           metadata={"encoder": self.identity, "frames": str(frames[i])})
                 tmp.replace(paths[i])

@@ -10,8 +10,11 @@ def cmd_run(args) -> int:
     from omnishift.pipeline.config import load_experiment
     from omnishift.pipeline.runner import run_experiment
 
+    from omnishift.pipeline.runner import parse_shard
+
     cfg = load_experiment(args.experiment, args.overrides)
-    out = run_experiment(cfg, redo=args.redo or ())
+    out = run_experiment(cfg, redo=args.redo or (), stage=args.stage,
+                         shard=parse_shard(args.shard) if args.shard else None)
     print(out.resolve())
     return 0
 
@@ -36,4 +39,7 @@ def add_parser(sub) -> None:
     s.add_argument("experiment", help="experiment YAML, e.g. configs/experiments/cpu_repro.yaml (or builtin:demo.yaml)")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. evaluate.batch_size=8 name=try2")
     s.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again (drops their DONE marker)")
+    s.add_argument("--stage", help="run only this stage")
+    s.add_argument("--shard", metavar="I/N", help="with --stage train|evaluate: run only units u with u %% N == I "
+                   "(no DONE marker); start N such processes, then the plain command finishes the stage")
     s.set_defaults(func=cmd_run)

@@ -136,7 +136,8 @@ class BenchmarkSpec:
 class EvaluateSection:
     """Args: benchmarks ``{NAME: BenchmarkSpec}``; modes; baselines (``no_ft``: the base LLM's T2T,
     ``cascade``: Whisper ASR -> base LLM, S2T); asr_model (CTranslate2 folder, None: shipped tiny.en);
-    prompt; batch_size; max_new_tokens."""
+    prompt; batch_size; max_new_tokens; feature_cache (folder of cached Whisper encoder outputs,
+    shared by every S2T evaluation so each benchmark clip is encoded once; None: encode per model)."""
 
     benchmarks: dict = field(default_factory=dict)
     modes: list = field(default_factory=lambda: ["t2t", "s2t"])
@@ -145,6 +146,7 @@ class EvaluateSection:
     prompt: str = "instruction"
     batch_size: int = 16
     max_new_tokens: int = 64
+    feature_cache: str | None = None
 
 
 @dataclass

@@ -112,8 +112,22 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+SHARDABLE = ("train", "evaluate")  # stages made of independent units (a method, a model x benchmark x mode)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N`` (raises a ValueError naming the expected form)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/2 and 1/2 in two processes") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
 def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Callable | None = None,
-                   stream=sys.stderr) -> Path:
+                   stream=sys.stderr, stage: str | None = None, shard: tuple[int, int] | None = None) -> Path:
     """Run (or continue) every stage of ``cfg``; returns ``run_dir/report.html`` (or the run folder).
 
     Args:
@@ -122,10 +136,17 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
             that are complete on disk are still reused: delete a unit's folder to recompute it).
         hook: ``hook(event, stage, detail)``, see :class:`Progress`.
         stream: progress lines (None: silent).
+        stage: run only this stage (skipped if finished, like any other).
+        shard: ``(i, n)`` with ``stage`` in :data:`SHARDABLE`: run only this process's share of
+            the stage's units and write no ``DONE`` marker; n processes (e.g. ``--shard 0/2`` and
+            ``--shard 1/2``, single-threaded each) split the stage, and a plain run afterwards
+            finds their units on disk and finishes it. Evaluation units whose model is still
+            training are skipped and listed.
 
     Raises:
-        ValueError: an unknown stage in ``redo``; errors of the stages themselves (a stage whose
-            inputs are missing names the stage to run first).
+        ValueError: an unknown stage in ``redo`` or ``stage``, ``shard`` without a shardable
+            ``stage``; errors of the stages themselves (a stage whose inputs are missing names
+            the stage to run first).
     """
     from omnishift.pipeline.stages import STAGE_FUNCS, Context
 
@@ -133,35 +154,44 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
     for s in redo:
         if s not in STAGES:
             raise ValueError(f"--redo: unknown stage {s!r}; stages are {list(STAGES)}")
+    if stage is not None and stage not in stages:
+        raise ValueError(f"--stage {stage!r} is not a stage of this experiment; its stages are {stages}")
+    if shard is not None and stage not in SHARDABLE:
+        raise ValueError(f"--shard needs --stage with one of {list(SHARDABLE)} (stages made of independent units)")
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "experiment.yaml", dump_experiment(cfg))
     progress = Progress(run_dir, stages, hook, stream)
-    ctx = Context(cfg, run_dir, progress)
+    ctx = Context(cfg, run_dir, progress, shard=shard)
     for s in redo:
         (stage_dir(run_dir, s) / DONE).unlink(missing_ok=True)
     fp, stale = fingerprint(cfg), []
-    for stage in stages:
-        marker = read_marker(run_dir, stage)
+    for st in [stage] if stage else stages:
+        marker = read_marker(run_dir, st)
         if marker is not None:
-            progress.skipped(stage, marker)
+            progress.skipped(st, marker)
             if marker.get("config") not in (None, fp):
-                stale.append(stage)
+                stale.append(st)
             continue
         if stale and stream is not None:
             print(f"warning: stages {stale} were finished with another experiment config; their outputs are kept "
                   f"(--redo {' '.join(stale)} reruns them; delete a unit's folder to recompute it)", file=stream, flush=True)
             stale = []
-        out = stage_dir(run_dir, stage)
+        out = stage_dir(run_dir, st)
         out.mkdir(parents=True, exist_ok=True)
-        progress.stage_start(stage)
+        progress.stage_start(st)
         t0 = time.perf_counter()
-        info = STAGE_FUNCS[stage](ctx, out) or {}
+        info = STAGE_FUNCS[st](ctx, out) or {}
         seconds = time.perf_counter() - t0
+        if shard is not None:  # a share of the units only: the plain run writes the marker
+            if stream is not None:
+                print(f"shard {shard[0]}/{shard[1]} of stage {st} finished in {_fmt_s(seconds)}; run without "
+                      "--shard to finish the stage", file=stream, flush=True)
+            return run_dir
         atomic_write_text(out / DONE, json.dumps({
-            "stage": stage, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+            "stage": st, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
             "seconds": round(seconds, 2), "config": fp, **info}, indent=2, default=str) + "\n")
-        progress.stage_done(stage, seconds)
+        progress.stage_done(st, seconds)
     html = run_dir / "report.html"
     if html.is_file():
         if stream is not None:

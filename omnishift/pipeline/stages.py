@@ -29,11 +29,22 @@ def display(label: str) -> str:
 
 
 class Context:
-    """What stages share: the config, the run folder, progress, and the base model (loaded once)."""
+    """What stages share: the config, the run folder, progress, and the base model (loaded once).
 
-    def __init__(self, cfg, run_dir: Path, progress):
-        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+    Args:
+        cfg, run_dir, progress: the experiment, its folder and its :class:`Progress`.
+        shard: ``(i, n)``: this process runs only units ``u`` with ``u % n == i`` of a stage with
+            independent units (train, evaluate), so n processes (single-threaded each, or on n
+            machines sharing the folder) split the stage; None: every unit.
+    """
+
+    def __init__(self, cfg, run_dir: Path, progress, shard: tuple[int, int] | None = None):
+        self.cfg, self.run_dir, self.progress, self.shard = cfg, Path(run_dir), progress, shard
         self._base = None
+
+    def mine(self, unit: int) -> bool:
+        """Whether unit ``unit`` (0-based, in the stage's fixed order) belongs to this process."""
+        return self.shard is None or unit % self.shard[1] == self.shard[0]
 
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -78,11 +89,16 @@ class Context:
         cfg = yaml.safe_load((self.dir("train") / label / "config.yaml").read_text(encoding="utf-8"))
         return cfg["method"]["name"]
 
+    def trained(self, label: str) -> bool:
+        """Whether method ``label`` has finished training (``final/`` is written in one rename)."""
+        return (self.dir("train") / label / "final").is_dir()
+
     def final(self, label: str) -> Path:
-        f = self.require("train", f"model {label!r}") / label / "final"
-        if not f.is_dir():
-            raise ValueError(f"{f} missing: stage train did not finish method {label!r}")
-        return f
+        f = self.dir("train") / label / "final"
+        if f.is_dir():  # a finished method is usable while other methods still train (sharded runs)
+            return f
+        self.require("train", f"model {label!r}")
+        raise ValueError(f"{f} missing: stage train did not finish method {label!r}")
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -236,6 +252,8 @@ def stage_train(ctx: Context, out: Path) -> dict:
     n_items = sum(1 for line in ctx.train_manifest.read_text(encoding="utf-8").splitlines() if line.strip())
     info = {}
     for i, label in enumerate(methods, 1):
+        if not ctx.mine(i - 1):
+            continue
         tcfg = train_config(ctx, label)
         total = _total_steps(tcfg, n_items)
         task = f"train {label} ({i}/{len(methods)})"
@@ -245,7 +263,7 @@ def stage_train(ctx: Context, out: Path) -> dict:
 
         train(tcfg, resume=True, on_step=on_step)
         info[label] = json.loads((out / label / "summary.json").read_text())
-    if methods:
+    if methods and ctx.shard is None:
         plot_loss_curves({display(m): out / m for m in methods}, out / "loss.png", window=5)
     return {"methods": info}
 
@@ -336,8 +354,31 @@ def finished_summary(folder: Path, n: int) -> dict | None:
     return s if s.get("n") == n and "accuracy" in s else None
 
 
+def same_llm(a, b) -> bool:
+    """Whether two LLMs hold bit-identical weights under the same parameter names."""
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def copy_unit(src: Path, dst: Path, meta: dict) -> None:
+    """Give ``dst`` the answers and summary of the finished unit ``src`` (``meta`` says why)."""
+    summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
+    dst.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dst / "items.jsonl", (src / "items.jsonl").read_text(encoding="utf-8"))
+    summary.update(meta, seconds=0.0, questions_per_s=None)
+    atomic_write_text(dst / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
 def stage_evaluate(ctx: Context, out: Path) -> dict:
-    """T2T / S2T accuracy of No-FT, the cascade and every method on every benchmark."""
+    """T2T / S2T accuracy of No-FT, the cascade and every method on every benchmark.
+
+    A method whose LLM is still the base model bit for bit (``frozen``: only the adaptor
+    trains) answers text questions exactly as No-FT does, since T2T never touches the adaptor;
+    once that is checked on the weights, its T2T units are copied from No-FT's instead of
+    generated again (the summary names the source).
+    """
     from omnishift.data.manifest import read_manifest
     from omnishift.evaluate.qa import build_eval_items, evaluate
 
@@ -350,16 +391,33 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
         rows.append(("cascade", "cascade", ["s2t"]))
     rows += [(label, "trained", list(ev.modes)) for label in ctx.cfg.train.methods]
     units = [(r, src, b, m) for r, src, modes in rows for b in benches for m in modes]
-    models, asr = {}, None
+    models, asr, unchanged, waiting = {}, None, {}, []
+
+    def trained_model(row: str):
+        if row not in models:
+            models.clear()  # one trained model in memory at a time
+            models[row] = load_trained(ctx.final(row))
+        return models[row]
+
     for i, (row, src, bench, mode) in enumerate(units, 1):
+        if not ctx.mine(i - 1):
+            continue
+        if src == "trained" and ctx.shard is not None and not ctx.trained(row):
+            waiting.append(f"{row} {bench} {mode}")  # its model is still training in another process
+            continue
         folder, exs = out / row / bench / mode, benches[bench]
         meta = {"model": display(row), "row": row, "benchmark": bench, "source": ctx.cfg.evaluate.benchmarks[bench].source,
                 "mode": mode, "prompt": ev.prompt}
+        base_unit = out / "no_ft" / bench / "t2t"
+        if (src == "trained" and mode == "t2t" and finished_summary(folder, len(exs)) is None
+                and finished_summary(base_unit, len(exs)) is not None):
+            if row not in unchanged:
+                unchanged[row] = same_llm(trained_model(row).llm, ctx.base_model().llm)
+            if unchanged[row]:
+                copy_unit(base_unit, folder, {**meta, "label": f"{row} {bench} {mode}", "copied_from": "no_ft",
+                                              "why": "the LLM is the base model bit for bit; T2T does not use the adaptor"})
         if finished_summary(folder, len(exs)) is None:
-            if src == "trained" and row not in models:
-                models.clear()  # one trained model in memory at a time
-                models[row] = load_trained(ctx.final(row))
-            model = ctx.base_model() if src in ("base", "cascade") else models[row]
+            model = ctx.base_model() if src in ("base", "cascade") else trained_model(row)
             if src == "cascade":
                 from omnishift.evaluate.cascade import WhisperASR, evaluate_cascade
 
@@ -369,9 +427,12 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
             else:
                 evaluate(model, build_eval_items(exs, mode, prompt=ev.prompt), folder, batch_size=ev.batch_size,
                          max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None,
-                         label=f"{row} {bench} {mode}", meta=meta)
+                         label=f"{row} {bench} {mode}", meta=meta, feature_cache=ctx.cfg.resolve(ev.feature_cache))
         ctx.progress.step("evaluate", i, len(units), f"{row} {bench} {mode}")
-    return {"evaluations": len(units)}
+    if waiting and ctx.progress.stream is not None:
+        print(f"evaluate: {len(waiting)} unit(s) of this shard skipped, their model is not trained yet: "
+              f"{', '.join(waiting)}; run the shard again later", file=ctx.progress.stream, flush=True)
+    return {"evaluations": len(units), "skipped_untrained": waiting}
 
 
 def stage_ablation(ctx: Context, out: Path) -> dict:
@@ -395,7 +456,7 @@ def stage_ablation(ctx: Context, out: Path) -> dict:
     benches = ctx.benchmarks()
     ablate_rank(config, [int(r) for r in ab.ranks], [str(benches[n]) for n in names], out, overrides=overrides,
                 modes=list(ev.modes), prompt=ev.prompt, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
-                progress=ctx.progress.stream is not None)
+                progress=ctx.progress.stream is not None, feature_cache=ctx.cfg.resolve(ev.feature_cache))
     return {"ranks": list(ab.ranks)}
 
 

@@ -31,6 +31,38 @@ def test_batched_equals_unbatched_and_resumes(tmp_path, tiny_tokenizer):
     assert again["n"] == 5 and read(tmp_path / "many") == read(tmp_path / "one")
 
 
+def test_s2t_with_feature_cache_equals_raw_audio_and_encodes_each_clip_once(tmp_path, tiny_tokenizer, monkeypatch):
+    import numpy as np
+
+    import soundfile as sf
+
+    from omnishift.models import feature_cache as fc
+
+    rng = np.random.default_rng(0)
+    exs = _examples()[:4]
+    for i, e in enumerate(exs):
+        e.audio = str(tmp_path / f"q{i}.wav")
+        sf.write(e.audio, 0.1 * rng.standard_normal(1600 * (3 + 2 * i)), 16000, subtype="PCM_16")
+    items = build_eval_items(exs, "s2t")
+    read = lambda d: {json.loads(x)["id"]: json.loads(x)["output"] for x in (d / "items.jsonl").read_text().splitlines()}  # noqa: E731
+    m = make_tiny_speech_llm(tiny_tokenizer)
+    evaluate(m, items, tmp_path / "raw", batch_size=2, max_new_tokens=5, progress=False)
+    encoded = []
+    real = fc.EncoderFeatureCache.states
+    monkeypatch.setattr(fc.EncoderFeatureCache, "states",
+                        lambda self, audios: (r := real(self, audios), encoded.append(self.misses))[0])
+    cached = evaluate(m, items, tmp_path / "cached", batch_size=2, max_new_tokens=5, progress=False,
+                      feature_cache=tmp_path / "cache")
+    assert read(tmp_path / "cached") == read(tmp_path / "raw") and cached["n"] == 4
+    # a second model with the same (frozen) encoder reuses every clip's encoding
+    m2 = make_tiny_speech_llm(tiny_tokenizer)
+    m2.encoder.load_state_dict(m.encoder.state_dict())
+    evaluate(m2, items, tmp_path / "cached2", batch_size=2, max_new_tokens=5, progress=False,
+             feature_cache=tmp_path / "cache")
+    assert encoded == [4, 0]
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 4
+
+
 def test_bad_inputs_fail_clearly():
     with pytest.raises(ValueError, match="item 'q0' has no audio"):
         build_eval_items(_examples(), "s2t")

@@ -151,3 +151,66 @@ def test_cli_run_reports_config_errors(tmp_path, capsys):
     assert "unknown stage 'evaluation'" in capsys.readouterr().err
     assert main(["run", str(bad), "stages=[data]", "train.methods={mine: {}}"]) == 2
     assert "train.methods.mine has no config" in capsys.readouterr().err
+
+
+def test_sharded_train_and_evaluate_then_plain_run_finishes(tmp_path, tiny_parts):
+    """Two processes' shares of train and evaluate (run in turn here) + the plain run = the whole stage."""
+    d = experiment(tmp_path, tiny_parts, stages=["data", "train", "evaluate"])
+    d["train"]["methods"] = {"full": {}, "frozen": {}}
+    d["evaluate"]["feature_cache"] = str(tmp_path / "features")
+    cfg = experiment_from_dict(d, "test")
+    run = cfg.run_dir
+    run_experiment(cfg, stream=None, stage="data")
+    assert read_marker(run, "data") is not None and read_marker(run, "train") is None
+
+    # evaluate before anything is trained: the baselines of shard 0 run, trained rows are skipped and listed
+    run_experiment(cfg, stream=None, stage="evaluate", shard=(0, 2))
+    done = sorted(str(p.parent.relative_to(run / "evaluate")) for p in (run / "evaluate").rglob("summary.json"))
+    # units in order: no_ft x (trivia, web) t2t, cascade x (trivia, web) s2t, then full/lora x bench x mode
+    assert done == ["cascade/trivia/s2t", "no_ft/trivia/t2t"]
+    for i in (0, 1):
+        run_experiment(cfg, stream=None, stage="train", shard=(i, 2))
+    assert (run / "train" / "full" / "final").is_dir() and (run / "train" / "frozen" / "final").is_dir()
+    assert read_marker(run, "train") is None and not (run / "train" / "loss.png").exists()
+    mtimes = {p: p.stat().st_mtime_ns for p in (run / "evaluate").rglob("items.jsonl")}
+    run_experiment(cfg, stream=None, stage="evaluate", shard=(1, 2))
+
+    started = []
+    run_experiment(cfg, hook=lambda e, s, x: started.append(s) if e == "stage_start" else None, stream=None)
+    assert started == ["train", "evaluate"]
+    assert (run / "train" / "loss.png").is_file() and read_marker(run, "evaluate") is not None
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # shard 0's answers were reused, not redone
+    n = len(list((run / "evaluate").rglob("summary.json")))
+    assert n == 2 * 1 + 2 * 1 + 2 * 2 * 2  # no_ft t2t + cascade s2t + 2 methods x (t2t, s2t), per benchmark
+    assert list(tmp_path.joinpath("features").rglob("*.safetensors"))  # S2T rows went through the cache
+
+    # frozen (adaptor only) keeps the base LLM: its T2T units are No-FT's, and generating them agrees
+    from omnishift.data.manifest import read_manifest
+    from omnishift.evaluate.qa import build_eval_items, evaluate
+    from omnishift.pipeline.stages import load_trained
+
+    outputs = lambda d: [json.loads(x)["output"] for x in (d / "items.jsonl").read_text().splitlines()]  # noqa: E731
+    for bench in ("trivia", "web"):
+        s = json.loads((run / "evaluate" / "frozen" / bench / "t2t" / "summary.json").read_text())
+        assert s["copied_from"] == "no_ft" and s["row"] == "frozen"
+        assert "copied_from" not in json.loads((run / "evaluate" / "full" / bench / "t2t" / "summary.json").read_text())
+    items = build_eval_items(read_manifest(run / "data" / "bench" / "trivia.jsonl"), "t2t")
+    evaluate(load_trained(run / "train" / "frozen" / "final"), items, tmp_path / "frozen_t2t", batch_size=4,
+             max_new_tokens=4, progress=False)
+    assert outputs(tmp_path / "frozen_t2t") == outputs(run / "evaluate" / "no_ft" / "trivia" / "t2t")
+
+
+def test_shard_errors(tmp_path, tiny_parts):
+    from omnishift.pipeline.runner import parse_shard
+
+    cfg = experiment_from_dict(experiment(tmp_path, tiny_parts), "test")
+    with pytest.raises(ValueError, match="--shard needs --stage"):
+        run_experiment(cfg, stream=None, shard=(0, 2))
+    with pytest.raises(ValueError, match="--shard needs --stage"):
+        run_experiment(cfg, stream=None, stage="data", shard=(0, 2))
+    with pytest.raises(ValueError, match="not a stage of this experiment"):
+        run_experiment(cfg, stream=None, stage="trainn")
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
