@@ -47,10 +47,14 @@ def test_s2t_with_feature_cache_equals_raw_audio_and_encodes_each_clip_once(tmp_
     read = lambda d: {json.loads(x)["id"]: json.loads(x)["output"] for x in (d / "items.jsonl").read_text().splitlines()}  # noqa: E731
     m = make_tiny_speech_llm(tiny_tokenizer)
     evaluate(m, items, tmp_path / "raw", batch_size=2, max_new_tokens=5, progress=False)
-    encoded = []
-    real = fc.EncoderFeatureCache.states
-    monkeypatch.setattr(fc.EncoderFeatureCache, "states",
-                        lambda self, audios: (r := real(self, audios), encoded.append(self.misses))[0])
+    encoded, real = [], fc.EncoderFeatureCache.states
+
+    def counting_states(self, audios):
+        paths = real(self, audios)
+        encoded.append(self.misses)  # clips this cache had to encode
+        return paths
+
+    monkeypatch.setattr(fc.EncoderFeatureCache, "states", counting_states)
     cached = evaluate(m, items, tmp_path / "cached", batch_size=2, max_new_tokens=5, progress=False,
                       feature_cache=tmp_path / "cache")
     assert read(tmp_path / "cached") == read(tmp_path / "raw") and cached["n"] == 4
