@@ -112,7 +112,8 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-SHARDABLE = ("train", "evaluate")  # stages made of independent units (a method, a model x benchmark x mode)
+# stages made of independent units: a method (train, importance_after), a model x benchmark x mode (evaluate)
+SHARDABLE = ("train", "importance_after", "evaluate")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -285,11 +285,19 @@ def stage_importance_after(ctx: Context, out: Path) -> dict:
     """TEXT importance of every trained model, on the same items as the base model's."""
     if not ctx.cfg.importance.after_training:
         return {"skipped": "importance.after_training is false"}
-    methods = list(ctx.cfg.train.methods)
+    methods, waiting = list(ctx.cfg.train.methods), []
     for i, label in enumerate(methods, 1):
+        if not ctx.mine(i - 1):
+            continue
+        if ctx.shard is not None and not ctx.trained(label):
+            waiting.append(label)  # still training in another process
+            continue
         if not (out / label / "modules.csv").is_file():
             _score(ctx, load_trained(ctx.final(label)), "text", out / label, {"model": label})
         ctx.progress.step("importance after training", i, len(methods), label)
+    if waiting and ctx.progress.stream is not None:
+        print(f"importance_after: skipped {waiting}, not trained yet; run the shard again later",
+              file=ctx.progress.stream, flush=True)
     return {"methods": methods}
 
 

@@ -155,21 +155,25 @@ def test_cli_run_reports_config_errors(tmp_path, capsys):
 
 def test_sharded_train_and_evaluate_then_plain_run_finishes(tmp_path, tiny_parts):
     """Two processes' shares of train and evaluate (run in turn here) + the plain run = the whole stage."""
-    d = experiment(tmp_path, tiny_parts, stages=["data", "train", "evaluate"])
+    d = experiment(tmp_path, tiny_parts, stages=["data", "importance", "train", "importance_after", "evaluate"])
     d["train"]["methods"] = {"full": {}, "frozen": {}}
     d["evaluate"]["feature_cache"] = str(tmp_path / "features")
     cfg = experiment_from_dict(d, "test")
     run = cfg.run_dir
     run_experiment(cfg, stream=None, stage="data")
     assert read_marker(run, "data") is not None and read_marker(run, "train") is None
+    run_experiment(cfg, stream=None, stage="importance")
 
     # evaluate before anything is trained: the baselines of shard 0 run, trained rows are skipped and listed
     run_experiment(cfg, stream=None, stage="evaluate", shard=(0, 2))
     done = sorted(str(p.parent.relative_to(run / "evaluate")) for p in (run / "evaluate").rglob("summary.json"))
     # units in order: no_ft x (trivia, web) t2t, cascade x (trivia, web) s2t, then full/lora x bench x mode
     assert done == ["cascade/trivia/s2t", "no_ft/trivia/t2t"]
-    for i in (0, 1):
-        run_experiment(cfg, stream=None, stage="train", shard=(i, 2))
+    run_experiment(cfg, stream=None, stage="train", shard=(0, 2))
+    run_experiment(cfg, stream=None, stage="importance_after", shard=(0, 2))  # full: trained
+    run_experiment(cfg, stream=None, stage="importance_after", shard=(1, 2))  # frozen: not yet, skipped
+    assert [p.parent.name for p in (run / "importance_after").glob("*/modules.csv")] == ["full"]
+    run_experiment(cfg, stream=None, stage="train", shard=(1, 2))
     assert (run / "train" / "full" / "final").is_dir() and (run / "train" / "frozen" / "final").is_dir()
     assert read_marker(run, "train") is None and not (run / "train" / "loss.png").exists()
     mtimes = {p: p.stat().st_mtime_ns for p in (run / "evaluate").rglob("items.jsonl")}
@@ -177,7 +181,8 @@ def test_sharded_train_and_evaluate_then_plain_run_finishes(tmp_path, tiny_parts
 
     started = []
     run_experiment(cfg, hook=lambda e, s, x: started.append(s) if e == "stage_start" else None, stream=None)
-    assert started == ["train", "evaluate"]
+    assert started == ["train", "importance_after", "evaluate"]
+    assert sorted(p.parent.name for p in (run / "importance_after").glob("*/modules.csv")) == ["frozen", "full"]
     assert (run / "train" / "loss.png").is_file() and read_marker(run, "evaluate") is not None
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # shard 0's answers were reused, not redone
     n = len(list((run / "evaluate").rglob("summary.json")))
