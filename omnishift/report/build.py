@@ -16,8 +16,8 @@ import yaml
 from omnishift.paths import atomic_write_bytes, atomic_write_text
 from omnishift.report.html import Figure, Section, render_html, render_markdown
 from omnishift.report.tables import (
-    Table, accuracy_table, bench_title, clustering_table, deactivation_table, shift_table, to_csv, to_markdown,
-    training_table,
+    Table, accuracy_table, bench_title, clustering_table, deactivation_table, front_table, shift_table, to_csv,
+    to_markdown, training_table,
 )
 
 STAGES_DOC = {
@@ -183,6 +183,11 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
         png = plot_tradeoff(pts, run / "report" / "figures" / "tradeoff_t2t_s2t.png")
         s.figures.append(Figure(png, "T2T vs S2T accuracy per method with 95% CI error bars (the trade-off front); "
                                      "dashed: No-FT T2T, dotted: cascade S2T."))
+        front, notes = front_table(named, [_display(r) for r in order if r not in ("no_ft", "cascade")],
+                                   benches, no_ft=_display("no_ft"), cascade=_display("cascade"))
+        if front.rows and len(front.header) > 1:
+            s.tables.append(front)
+            s.paragraphs += notes
     else:
         s.paragraphs.append("Table 2 — " + _missing(run, "evaluate", "QA accuracy"))
     sections.append(s)

@@ -145,3 +145,65 @@ def clustering_table(scores: dict, caption: str, name: str) -> Table:
     return Table(name, caption, ["Matrix"] + labels, rows,
                  note="Rank-clustering score: share of the top-5% cells on the busiest 5% of rows and columns, "
                       "relative to a random placement (×1 = no clustering).")
+
+
+def front_table(cells: dict, rows: list[str], benches: list[str], tolerance: float = 0.01, no_ft: str = "no_ft",
+                cascade: str = "cascade") -> tuple[Table, list[str]]:
+    """The mitigation target per method: T2T within ``tolerance`` of No-FT while S2T reaches the cascade.
+
+    Why a table of its own: Table 2 shows accuracies, but the question a speech-LLM builder asks
+    of a mitigation is whether it keeps the text ability *and* learns to listen, and how far each
+    method is from doing both; the Pareto front says which methods no other one beats on both.
+
+    Args:
+        cells: ``{(row, benchmark, mode): summary}`` (Table 2's cells), the baselines' rows included.
+        rows: method rows to judge, in display order.
+        benches: benchmarks (columns).
+        tolerance: allowed T2T drop below No-FT, as a fraction (0.01 = 1 point).
+        no_ft, cascade: the row names of the two baselines in ``cells``.
+
+    Returns:
+        ``(table, paragraphs)``: per method and benchmark ΔT2T = T2T − No-FT and ΔS2T = S2T −
+        cascade in points, whether the target is met and whether the method is on the front
+        (no other method at least as good on both with one strictly better); the paragraphs name
+        the best point per benchmark (target met with the highest S2T, else the one with the
+        smallest shortfall) and how far it is.
+    """
+    header, body, notes = ["Method"], [], []
+    usable = [b for b in benches if (no_ft, b, "t2t") in cells and (cascade, b, "s2t") in cells]
+    for b in usable:
+        header += [f"{bench_title(b)} ΔT2T", f"{bench_title(b)} ΔS2T", f"{bench_title(b)} target", f"{bench_title(b)} front"]
+    pts = {b: {r: (cells[(r, b, "t2t")]["accuracy"], cells[(r, b, "s2t")]["accuracy"]) for r in rows
+               if (r, b, "t2t") in cells and (r, b, "s2t") in cells} for b in usable}
+    for r in rows:
+        line = [r]
+        for b in usable:
+            if r not in pts[b]:
+                line += ["-"] * 4
+                continue
+            base, casc = cells[(no_ft, b, "t2t")]["accuracy"], cells[(cascade, b, "s2t")]["accuracy"]
+            t, s = pts[b][r]
+            dominated = any(t2 >= t and s2 >= s and (t2, s2) != (t, s) for o, (t2, s2) in pts[b].items() if o != r)
+            line += [f"{100 * (t - base):+.1f}", f"{100 * (s - casc):+.1f}",
+                     "yes" if t >= base - tolerance - 1e-12 and s >= casc else "no", "no" if dominated else "yes"]
+        body.append(line)
+    for b in usable:
+        if not pts[b]:
+            continue
+        base, casc = cells[(no_ft, b, "t2t")]["accuracy"], cells[(cascade, b, "s2t")]["accuracy"]
+        # shortfall: points missing on T2T (beyond the tolerance) plus points missing on S2T
+        short = {r: max(0.0, base - tolerance - t) + max(0.0, casc - s) for r, (t, s) in pts[b].items()}
+        best = min(pts[b], key=lambda r: (short[r], -pts[b][r][1], -pts[b][r][0]))
+        t, s = pts[b][best]
+        if short[best] <= 1e-12:
+            notes.append(f"{bench_title(b)}: target met by {best} (T2T {100 * t:.1f} vs No-FT {100 * base:.1f}, "
+                         f"S2T {100 * s:.1f} vs cascade {100 * casc:.1f}).")
+        else:
+            notes.append(f"{bench_title(b)}: target not met; closest is {best} with T2T {100 * t:.1f} "
+                         f"(No-FT {100 * base:.1f}) and S2T {100 * s:.1f} (cascade {100 * casc:.1f}): "
+                         f"{100 * short[best]:.1f} points short in all.")
+    table = Table("front", f"The mitigation target: T2T within {100 * tolerance:g} point of No-FT and S2T at least "
+                  "the cascade's", header, body,
+                  note="Δ in accuracy points against No-FT (T2T) and the cascade (S2T); front = no other method "
+                       "is at least as good on both with one strictly better.")
+    return table, notes

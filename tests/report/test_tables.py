@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from omnishift.report.tables import (
-    accuracy_table, clustering_table, deactivation_table, shift_table, to_csv, to_markdown, training_table,
+    accuracy_table, clustering_table, deactivation_table, front_table, shift_table, to_csv, to_markdown,
+    training_table,
 )
 
 
@@ -70,3 +71,28 @@ def test_shift_training_and_clustering_tables():
 def test_pipes_are_escaped():
     t = accuracy_table("x", "c", {("a|b", "m", "t2t"): _s(1.0, 1.0, 1.0, 1)}, ["a|b"], ["m"])
     assert "| a\\|b |" in to_markdown(t)
+
+
+def test_front_table_target_front_and_best_point():
+    def c(acc):
+        return {"accuracy": acc, "ci95": [acc - 0.05, acc + 0.05], "n": 300}
+
+    cells = {("no_ft", "q", "t2t"): c(0.30), ("cascade", "q", "s2t"): c(0.29),
+             ("frozen", "q", "t2t"): c(0.30), ("frozen", "q", "s2t"): c(0.02),   # keeps T2T, hardly listens
+             ("full", "q", "t2t"): c(0.38), ("full", "q", "s2t"): c(0.00),       # best T2T: on the front
+             ("lora", "q", "t2t"): c(0.295), ("lora", "q", "s2t"): c(0.01),      # dominated by frozen
+             ("half", "q", "t2t"): c(0.28), ("half", "q", "s2t"): c(0.10)}       # best S2T, T2T 2 pts down
+    t, notes = front_table(cells, ["frozen", "full", "lora", "half"], ["q"])
+    assert t.header == ["Method", "q ΔT2T", "q ΔS2T", "q target", "q front"]
+    rows = {r[0]: r[1:] for r in t.rows}
+    assert rows["frozen"] == ["+0.0", "-27.0", "no", "yes"]
+    assert rows["full"] == ["+8.0", "-29.0", "no", "yes"]
+    assert rows["lora"] == ["-0.5", "-28.0", "no", "no"]
+    assert rows["half"] == ["-2.0", "-19.0", "no", "yes"]
+    # shortfalls: frozen 0 + 27, full 0 + 29, lora 0 + 28, half 1 (beyond the 1-pt tolerance) + 19 = 20
+    assert notes == ["q: target not met; closest is half with T2T 28.0 (No-FT 30.0) and S2T 10.0 (cascade 29.0): "
+                     "20.0 points short in all."]
+    cells[("half", "q", "s2t")] = c(0.29)
+    cells[("half", "q", "t2t")] = c(0.291)  # within 1 point of No-FT, S2T = cascade
+    t, notes = front_table(cells, ["frozen", "full", "lora", "half"], ["q"])
+    assert {r[0]: r[3] for r in t.rows}["half"] == "yes" and notes[0].startswith("q: target met by half")
