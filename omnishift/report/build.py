@@ -71,6 +71,16 @@ def eval_cells(root: Path, pattern: str = "*/*/*/summary.json", row_up: int = 3)
     return cells, rows, benches
 
 
+def distinct_answers(items_jsonl: Path) -> tuple[int, int]:
+    """``(distinct answers, answers)`` in an evaluation's ``items.jsonl``.
+
+    A speech LLM whose adaptor carries no usable content answers every spoken question with the
+    same text; accuracy alone cannot tell that from a model that listens and is wrong.
+    """
+    outs = [json.loads(line)["output"] for line in items_jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return len(set(outs)), len(outs)
+
+
 def _order(found: list[str], wanted: list[str]) -> list[str]:
     return [r for r in wanted if r in found] + [r for r in found if r not in wanted]
 
@@ -173,6 +183,12 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                if ("cascade", b, "s2t") in cells and cells[("cascade", b, "s2t")].get("wer") is not None]
         if wer:
             s.paragraphs.append("Cascade ASR word error rate on the spoken questions: " + ", ".join(wer) + ".")
+        distinct = [f"{_display(r)} {bench_title(b)} {d}/{n}" for r in order for b in benches
+                    if (r, b, "s2t") in cells and (f := run / "evaluate" / r / b / "s2t" / "items.jsonl").is_file()
+                    for d, n in [distinct_answers(f)]]
+        if distinct:
+            s.paragraphs.append("Distinct S2T answers (a model that ignores the speech gives one answer to every "
+                                "question): " + ", ".join(distinct) + ".")
         from omnishift.report.figures import plot_tradeoff
 
         pts = {}

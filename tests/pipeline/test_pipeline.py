@@ -84,6 +84,8 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
         assert name in text and name in md, name
     for row in ("No-FT", "Cascade", "Full-FT", "LoRA", "Layer-LR", "r=2"):
         assert row in md, row
+    assert re.search(r"Distinct S2T answers .*Full-FT trivia \d+/3", md)
+    assert "The mitigation target" in md and ("target not met" in md or "target met" in md)
     assert not re.findall(r'(?:src|href)="(?!data:|#)', text)  # self-contained
     tables = {p.name for p in (run / "report" / "tables").iterdir()}
     assert {"table1_deactivation.csv", "table2_qa.csv", "table3_lora_rank.csv", "shift_metrics.csv"} <= tables
