@@ -109,3 +109,7 @@ def add_parser(sub) -> None:
     _benchmark_args(s)
     s.add_argument("--out", required=True, help="ablation folder (r{r}/train, r{r}/eval, table3.md)")
     s.set_defaults(func=cmd_ablate_rank)
+
+    from omnishift.evaluate.listening import add_parser as add_listening
+
+    add_listening(sub)
