@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from omnishift.paths import atomic_write_text
+from omnishift.pipeline.claims import claimed
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,12 @@ def copy_unit(src: Path, dst: Path, meta: dict) -> None:
     atomic_write_text(dst / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
+def _say_wait(ctx: Context, unit: str, holder: dict | None) -> None:
+    if ctx.progress.stream is not None:
+        print(f"evaluate: waiting for {unit}, which process {(holder or {}).get('pid')} on "
+              f"{(holder or {}).get('host')} is evaluating", file=ctx.progress.stream, flush=True)
+
+
 def stage_evaluate(ctx: Context, out: Path) -> dict:
     """T2T / S2T accuracy of No-FT, the cascade and every method on every benchmark.
 
@@ -399,7 +406,7 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
         rows.append(("cascade", "cascade", ["s2t"]))
     rows += [(label, "trained", list(ev.modes)) for label in ctx.cfg.train.methods]
     units = [(r, src, b, m) for r, src, modes in rows for b in benches for m in modes]
-    models, asr, unchanged, waiting = {}, None, {}, []
+    models, asr, unchanged, waiting, busy = {}, None, {}, [], []
 
     def trained_model(row: str):
         if row not in models:
@@ -416,31 +423,36 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
         folder, exs = out / row / bench / mode, benches[bench]
         meta = {"model": display(row), "row": row, "benchmark": bench, "source": ctx.cfg.evaluate.benchmarks[bench].source,
                 "mode": mode, "prompt": ev.prompt}
-        base_unit = out / "no_ft" / bench / "t2t"
-        if (src == "trained" and mode == "t2t" and finished_summary(folder, len(exs)) is None
-                and finished_summary(base_unit, len(exs)) is not None):
-            if row not in unchanged:
-                unchanged[row] = same_llm(trained_model(row).llm, ctx.base_model().llm)
-            if unchanged[row]:
-                copy_unit(base_unit, folder, {**meta, "label": f"{row} {bench} {mode}", "copied_from": "no_ft",
-                                              "why": "the LLM is the base model bit for bit; T2T does not use the adaptor"})
-        if finished_summary(folder, len(exs)) is None:
-            model = ctx.base_model() if src in ("base", "cascade") else trained_model(row)
-            if src == "cascade":
-                from omnishift.evaluate.cascade import WhisperASR, evaluate_cascade
+        unit = f"{row} {bench} {mode}"
+        with claimed(folder, wait=ctx.shard is None, on_wait=lambda h, u=unit: _say_wait(ctx, u, h)) as mine:
+            if not mine:
+                busy.append(unit)  # another live process is evaluating it
+                continue
+            base_unit = out / "no_ft" / bench / "t2t"
+            if (src == "trained" and mode == "t2t" and finished_summary(folder, len(exs)) is None
+                    and finished_summary(base_unit, len(exs)) is not None):
+                if row not in unchanged:
+                    unchanged[row] = same_llm(trained_model(row).llm, ctx.base_model().llm)
+                if unchanged[row]:
+                    copy_unit(base_unit, folder, {**meta, "label": f"{row} {bench} {mode}", "copied_from": "no_ft",
+                                                  "why": "the LLM is the base model bit for bit; T2T does not use the adaptor"})
+            if finished_summary(folder, len(exs)) is None:
+                model = ctx.base_model() if src in ("base", "cascade") else trained_model(row)
+                if src == "cascade":
+                    from omnishift.evaluate.cascade import WhisperASR, evaluate_cascade
 
-                asr = asr or WhisperASR(ev.asr_model)
-                evaluate_cascade(model, asr, exs, folder, prompt=ev.prompt, batch_size=ev.batch_size,
-                                 max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None, meta=meta)
-            else:
-                evaluate(model, build_eval_items(exs, mode, prompt=ev.prompt), folder, batch_size=ev.batch_size,
-                         max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None,
-                         label=f"{row} {bench} {mode}", meta=meta, feature_cache=ctx.cfg.resolve(ev.feature_cache))
+                    asr = asr or WhisperASR(ev.asr_model)
+                    evaluate_cascade(model, asr, exs, folder, prompt=ev.prompt, batch_size=ev.batch_size,
+                                     max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None, meta=meta)
+                else:
+                    evaluate(model, build_eval_items(exs, mode, prompt=ev.prompt), folder, batch_size=ev.batch_size,
+                             max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None,
+                             label=f"{row} {bench} {mode}", meta=meta, feature_cache=ctx.cfg.resolve(ev.feature_cache))
         ctx.progress.step("evaluate", i, len(units), f"{row} {bench} {mode}")
-    if waiting and ctx.progress.stream is not None:
-        print(f"evaluate: {len(waiting)} unit(s) of this shard skipped, their model is not trained yet: "
-              f"{', '.join(waiting)}; run the shard again later", file=ctx.progress.stream, flush=True)
-    return {"evaluations": len(units), "skipped_untrained": waiting}
+    if (waiting or busy) and ctx.progress.stream is not None:
+        print(f"evaluate: this shard skipped {len(waiting)} unit(s) whose model is not trained yet {waiting} and "
+              f"{len(busy)} another process holds {busy}; run the shard again later", file=ctx.progress.stream, flush=True)
+    return {"evaluations": len(units), "skipped_untrained": waiting, "skipped_busy": busy}
 
 
 def stage_ablation(ctx: Context, out: Path) -> dict:

@@ -8,6 +8,7 @@ import re
 import pytest
 from tiny_models import save_tiny_parts
 
+from omnishift.pipeline.claims import release, try_claim
 from omnishift.pipeline.config import experiment_from_dict
 from omnishift.pipeline.runner import read_marker, run_experiment
 from omnishift.train.config import ConfigError
@@ -179,7 +180,11 @@ def test_sharded_train_and_evaluate_then_plain_run_finishes(tmp_path, tiny_parts
     assert (run / "train" / "full" / "final").is_dir() and (run / "train" / "frozen" / "final").is_dir()
     assert read_marker(run, "train") is None and not (run / "train" / "loss.png").exists()
     mtimes = {p: p.stat().st_mtime_ns for p in (run / "evaluate").rglob("items.jsonl")}
+    busy = run / "evaluate" / "no_ft" / "web" / "t2t"  # a unit of shard 1 that another live process holds
+    assert try_claim(busy)
     run_experiment(cfg, stream=None, stage="evaluate", shard=(1, 2))
+    assert not (busy / "summary.json").exists() and (run / "evaluate" / "cascade" / "web" / "s2t" / "summary.json").is_file()
+    release(busy)
 
     started = []
     run_experiment(cfg, hook=lambda e, s, x: started.append(s) if e == "stage_start" else None, stream=None)
