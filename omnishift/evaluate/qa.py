@@ -126,8 +126,8 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
             (kept for comparison in ``benchmarks/eval.py``). Outputs are identical either way.
         feature_cache: folder of cached Whisper encoder outputs
             (:class:`~omnishift.models.feature_cache.EncoderFeatureCache`). The encoder is frozen
-            in every method, so all models evaluated on a benchmark share one encoding per clip;
-            on 30-s windows that encoding is about half of an S2T answer's cost on a CPU.
+            in every method, so all models evaluated on a benchmark share one encoding per clip
+            instead of each re-encoding a 30-s window per question.
 
     Returns:
         The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``

@@ -8,9 +8,7 @@ from pathlib import Path
 
 def cmd_run(args) -> int:
     from omnishift.pipeline.config import load_experiment
-    from omnishift.pipeline.runner import run_experiment
-
-    from omnishift.pipeline.runner import parse_shard
+    from omnishift.pipeline.runner import parse_shard, run_experiment
 
     cfg = load_experiment(args.experiment, args.overrides)
     out = run_experiment(cfg, redo=args.redo or (), stage=args.stage,
@@ -40,6 +38,7 @@ def add_parser(sub) -> None:
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. evaluate.batch_size=8 name=try2")
     s.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again (drops their DONE marker)")
     s.add_argument("--stage", help="run only this stage")
-    s.add_argument("--shard", metavar="I/N", help="with --stage train|importance_after|evaluate: run only units u with u %% N == I "
-                   "(no DONE marker); start N such processes, then the plain command finishes the stage")
+    s.add_argument("--shard", metavar="I/N", help="with --stage train|importance_after|evaluate: run only units u "
+                   "with u %% N == I (no DONE marker); start N such processes, then the plain command finishes "
+                   "the stage")
     s.set_defaults(func=cmd_run)
