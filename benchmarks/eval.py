@@ -19,7 +19,6 @@ Usage: python benchmarks/eval.py [--n 32] [--batch 16] [--max-new-tokens 64] [--
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -38,22 +37,14 @@ def hf_generate(self, batch, max_new_tokens=64):
 def main() -> None:
     import os
 
-    import torch
+    from qa_setup import load_setup, qa_parser
 
-    from omnishift.data.sources import load_llama_questions
-    from omnishift.evaluate.qa import build_eval_items, evaluate
-    from omnishift.models.speech_llm import load_speech_llm
+    from omnishift.evaluate.qa import evaluate
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = qa_parser(__doc__.splitlines()[0])
     ap.add_argument("--hf", action="store_true", help="also time transformers' generate (static batches)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    model = load_speech_llm()
-    items = build_eval_items(load_llama_questions(limit=a.n), "t2t")
+    model, items = load_setup(a, "t2t")
     runs = [("continuous", a.batch, True), ("single", 1, False), ("static", a.batch, False)]
     if a.hf:
         runs.append(("hf_generate", a.batch, False))

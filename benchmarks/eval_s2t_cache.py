@@ -17,7 +17,6 @@ Usage: python benchmarks/eval_s2t_cache.py [--n 32] [--batch 16] [--max-new-toke
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -26,22 +25,14 @@ from pathlib import Path
 
 
 def main() -> None:
-    import torch
+    from qa_setup import load_setup, qa_parser
 
-    from omnishift.data.sources import load_llama_questions
-    from omnishift.evaluate.qa import build_eval_items, evaluate
-    from omnishift.models.speech_llm import load_speech_llm
+    from omnishift.evaluate.qa import evaluate
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = qa_parser(__doc__.splitlines()[0])
     ap.add_argument("--model", help="speech-LLM folder (default: base models)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    model = load_speech_llm(a.model)
-    items = build_eval_items(load_llama_questions(limit=a.n), "s2t")
+    model, items = load_setup(a, "s2t", a.model)
     res, load = {}, {"loadavg_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as d:
         for name, cache in (("raw", None), ("cold", Path(d) / "cache"), ("warm", Path(d) / "cache")):

@@ -13,11 +13,10 @@ all its items is skipped without loading the model, and a partial one resumes it
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from omnishift.evaluate.qa import build_eval_items, evaluate, load_benchmark
+from omnishift.evaluate.qa import build_eval_items, evaluate, finished_summary, load_benchmark
 from omnishift.evaluate.table import benchmark_key, render
 from omnishift.paths import atomic_write_text
 
@@ -30,15 +29,6 @@ def rank_overrides(r: int, out: str | Path) -> list[str]:
         raise ValueError(f"LoRA rank must be a positive integer, got {r}")
     return ["method.name=lora", f"method.options.r={r}", f"method.options.alpha={2 * r}",
             f"out_dir={Path(out) / f'r{r}' / 'train'}"]
-
-
-def _finished(out_dir: Path, n: int) -> dict | None:
-    """The summary of a complete evaluation of ``n`` items in ``out_dir``, else None."""
-    f = out_dir / "summary.json"
-    if not f.is_file():
-        return None
-    s = json.loads(f.read_text(encoding="utf-8"))
-    return s if s.get("n") == n and s.get("correct") is not None else None
 
 
 def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out: str | Path,
@@ -82,7 +72,7 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
         for b, exs in examples.items():
             for mode in modes:
                 items_dir = out / f"r{r}" / "eval" / Path(b).stem / mode
-                summary = _finished(items_dir, len(exs))
+                summary = finished_summary(items_dir, len(exs))
                 if summary is None:
                     model = model or SpeechLLM.from_pretrained(final)
                     summary = evaluate(model, build_eval_items(exs, mode, prompt=prompt), items_dir,

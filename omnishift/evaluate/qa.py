@@ -102,6 +102,19 @@ def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[d
     return items
 
 
+def finished_summary(out_dir: str | Path, n: int) -> dict | None:
+    """The ``summary.json`` of a complete evaluation of ``n`` items in ``out_dir``, else None.
+
+    Why: pipelines and ablations skip an evaluation that is done, but must redo one that was cut
+    short or run on another item set, so completeness is judged by the item count.
+    """
+    f = Path(out_dir) / "summary.json"
+    if not f.is_file():
+        return None
+    s = json.loads(f.read_text(encoding="utf-8"))
+    return s if s.get("n") == n and "accuracy" in s else None
+
+
 def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 64,
              progress: bool = True, label: str = "", meta: dict | None = None, continuous: bool = True,
              feature_cache: str | Path | None = None) -> dict:

@@ -355,14 +355,6 @@ def stage_change(ctx: Context, out: Path) -> dict:
 
 
 # ---- evaluation ------------------------------------------------------------------------------
-def finished_summary(folder: Path, n: int) -> dict | None:
-    f = folder / "summary.json"
-    if not f.is_file():
-        return None
-    s = json.loads(f.read_text(encoding="utf-8"))
-    return s if s.get("n") == n and "accuracy" in s else None
-
-
 def same_llm(a, b) -> bool:
     """Whether two LLMs hold bit-identical weights under the same parameter names."""
     import torch
@@ -395,7 +387,7 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
     generated again (the summary names the source).
     """
     from omnishift.data.manifest import read_manifest
-    from omnishift.evaluate.qa import build_eval_items, evaluate
+    from omnishift.evaluate.qa import build_eval_items, evaluate, finished_summary
 
     ev = ctx.cfg.evaluate
     benches = {name: read_manifest(p) for name, p in ctx.benchmarks().items()}
