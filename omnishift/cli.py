@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     s.set_defaults(func=cmd_train)
 
+    from omnishift.align.commands import add_parser as add_align
+
+    add_align(sub)
+
     from omnishift.importance.commands import add_parser as add_importance
 
     add_importance(sub)
@@ -174,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again")
     s.add_argument("--quick", action="store_true",
                    help="fast path: only answer two synthesized questions from text and speech (no training)")
-    s.add_argument("--frame-policy", choices=["trim", "pad30"], default="trim", help="--quick only")
+    s.add_argument("--frame-policy", choices=["trim", "clip", "pad30"], default="trim", help="--quick only")
     s.add_argument("--max-new-tokens", type=int, default=32, help="--quick only")
     s.add_argument("--out", type=Path, help="--quick only: also write the result as JSON here")
     s.set_defaults(func=cmd_demo)

@@ -8,26 +8,45 @@ LLM's embedding space. Module names (``linear1``/``linear2``) follow LLaMA-Omni'
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 
 class FrameStackAdaptor(nn.Module):
-    """Concatenate ``k`` frames, drop the remainder, then Linear -> ReLU -> Linear.
+    """Concatenate ``k`` frames, drop the remainder, then Linear -> ReLU -> Linear [-> RMSNorm].
 
     Args:
         d_enc: encoder width (384 for Whisper tiny, 1280 for large-v3).
         d_llm: LLM embedding width.
         k: frames stacked per speech embedding.
         hidden: MLP hidden width (2048 in LLaMA-Omni).
+        norm_scale: when set, an output RMSNorm whose gain starts at this value (the RMS of the
+            LLM's token embeddings: 0.136 for SmolLM2). A plain MLP's output is far off the
+            embedding scale; Ultravox and tiny-audio normalise it for that reason. None keeps
+            LLaMA-Omni's plain MLP (and its checkpoint layout).
+        ctc_blank: add a CTC blank class (``ctc_blank``: a ``d_llm + 1`` vector, projection + bias)
+            for :func:`ctc_logits`, whose other classes are the LLM's own token embeddings, and a
+            learned logit scale (``ctc_log_scale``).
+        ctc_scale: initial logit scale; :func:`ctc_scale_init` sets it so that a speech embedding
+            equal to a token's row scores ~10 against it whatever the LLM's embedding scale (SmolLM2:
+            ~1; an LLM with RMS-0.02 embeddings would otherwise start with near-uniform logits).
     """
 
-    def __init__(self, d_enc: int, d_llm: int, k: int = 5, hidden: int = 2048):
+    def __init__(self, d_enc: int, d_llm: int, k: int = 5, hidden: int = 2048, norm_scale: float | None = None,
+                 ctc_blank: bool = False, ctc_scale: float = 1.0):
         super().__init__()
         self.k = k
         self.linear1 = nn.Linear(k * d_enc, hidden)
         self.relu = nn.ReLU()
         self.linear2 = nn.Linear(hidden, d_llm)
+        self.norm = None
+        if norm_scale is not None:
+            self.norm = nn.RMSNorm(d_llm, eps=1e-6)
+            nn.init.constant_(self.norm.weight, float(norm_scale))
+        self.ctc_blank = nn.Parameter(torch.zeros(d_llm + 1)) if ctc_blank else None
+        self.ctc_log_scale = nn.Parameter(torch.tensor(math.log(ctc_scale))) if ctc_blank else None
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Map encoder frames to LLM embeddings.
@@ -41,4 +60,37 @@ class FrameStackAdaptor(nn.Module):
         b, t, c = frames.shape
         n = t // self.k
         x = frames[:, : n * self.k].reshape(b, n, self.k * c)  # B, T, C -> B, T/k, C*k
-        return self.linear2(self.relu(self.linear1(x)))  # B, T/k, C*k -> B, T/k, H
+        x = self.linear2(self.relu(self.linear1(x)))  # B, T/k, C*k -> B, T/k, H
+        return x if self.norm is None else self.norm(x)
+
+
+def ctc_scale_init(token_embeddings: torch.Tensor, target: float = 10.0) -> float:
+    """Logit scale at which an embedding row scores ``target`` against itself on average."""
+    return target / float(token_embeddings.detach().float().pow(2).sum(-1).mean())
+
+
+def ctc_logits(emb: torch.Tensor, token_embeddings: torch.Tensor, blank: torch.Tensor,
+               vocab: torch.Tensor | None = None, log_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """CTC class scores of adaptor outputs against the LLM's own (frozen) token embeddings.
+
+    Why the embedding matrix as the classifier (Soundwave, LegoSLM, TASU): the loss then pulls each
+    speech embedding towards the embedding row of the token it says, i.e. into the region of the
+    LLM's input space the LLM already reads, with no LLM forward pass at all.
+
+    Args:
+        emb: ``(B, T, H)`` adaptor outputs.
+        token_embeddings: ``(V, H)`` the LLM's input embedding table (frozen).
+        blank: ``(H + 1,)`` blank projection and bias (:attr:`FrameStackAdaptor.ctc_blank`).
+        vocab: optional ``(V',)`` token ids to score (a subset to save compute); class ``j + 1``
+            is then ``vocab[j]``.
+        log_scale: optional scalar; token scores are multiplied by its exponential.
+
+    Returns:
+        ``(B, T, 1 + V')`` logits; class 0 is the blank, class ``j + 1`` token ``j`` (or ``vocab[j]``).
+    """
+    table = token_embeddings if vocab is None else token_embeddings[vocab]  # V', H
+    tokens = emb @ table.t()  # B, T, H -> B, T, V'
+    if log_scale is not None:
+        tokens = tokens * log_scale.exp()
+    blank_logit = emb @ blank[:-1] + blank[-1]  # B, T
+    return torch.cat([blank_logit.unsqueeze(-1), tokens], dim=-1)  # B, T, 1 + V'

@@ -7,7 +7,6 @@ or ``WhisperEncoder.save_pretrained``) and any full Whisper checkpoint (folder o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +69,63 @@ def log_mel_features(feature_extractor, audios: list[np.ndarray], sampling_rate:
     )["input_features"]
 
 
-def encoder_source(path: str | Path) -> dict:
-    """Where a converted encoder folder came from (empty for other folders)."""
-    f = Path(path) / "omnishift_source.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+@torch.no_grad()
+def encode_window(encoder, features: torch.Tensor) -> torch.Tensor:
+    """Run a Whisper encoder on a log-mel window shorter than 30 s: ``(1, n_mels, 2F) -> (1, F, C)``.
+
+    Why: ``WhisperEncoder.forward`` insists on the full 3000-frame window, so a 3 s question costs
+    as much as 30 s of audio (0.6 s per clip on 2 cores for tiny.en). The encoder itself has no
+    such limit: the convolutions are length-agnostic and the positional table is sliced to the
+    first ``F`` rows, exactly what CTranslate2's ``encode`` does with a short mel input (the
+    reference the tests compare against). Ultravox trims Whisper's input the same way.
+
+    Args:
+        encoder: a ``WhisperEncoder`` (eval mode).
+        features: ``(B, n_mels, 2F)`` log-mel frames; every row must hold real frames of its clip
+            (no attention mask is applied), so callers batch clips of equal length or pass one.
+
+    Returns:
+        ``(B, F, C)`` last hidden states.
+    """
+    import torch.nn.functional as F
+
+    if features.shape[-1] % 2 or features.shape[-1] > 2 * encoder.config.max_source_positions:
+        raise ValueError(f"mel window of {features.shape[-1]} frames: need an even count up to "
+                         f"{2 * encoder.config.max_source_positions}")
+    x = F.gelu(encoder.conv1(features.to(encoder.conv1.weight.dtype)))  # B, n_mels, 2F -> B, C, 2F
+    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)  # B, C, 2F -> B, F, C (stride 2)
+    x = x + encoder.embed_positions.weight[: x.shape[1]]
+    for layer in encoder.layers:
+        out = layer(x, None)  # no mask: every row is real frames (as WhisperEncoder.forward passes)
+        x = out[0] if isinstance(out, tuple) else out
+    return encoder.layer_norm(x)
+
+
+@torch.no_grad()
+def encode_kept(encoder, features: torch.Tensor, frames: torch.Tensor, short_window: bool) -> torch.Tensor:
+    """Encoder states of the frames a frame policy keeps.
+
+    Args:
+        encoder: the frozen ``WhisperEncoder``.
+        features: ``(N, n_mels, 3000)`` log-mel features (30 s window, as the processor makes them).
+        frames: ``(N,)`` encoder frames kept per clip.
+        short_window: encode each clip's own window (``clip`` policy) instead of the 30 s window.
+
+    Returns:
+        ``(N, max(frames), C)``; rows past a clip's own count are padding (zeros under ``clip``).
+    """
+    keep = int(frames.max())
+    if not short_window:
+        return encoder(features.to(encoder.dtype)).last_hidden_state[:, :keep]  # N, 1500, C -> N, keep, C
+    out = features.new_zeros(features.shape[0], keep, encoder.config.d_model, dtype=encoder.dtype)
+    for i, f in enumerate(frames.tolist()):  # one clip at a time: no attention mask needed
+        out[i, :f] = encode_window(encoder, features[i:i + 1, :, : 2 * f])[0]  # 1, n_mels, 2f -> f, C
+    return out
+
+
+def encode_clips(encoder, feature_extractor, policy, audios: list) -> list[torch.Tensor]:
+    """Kept encoder states per clip, ``[(frames_i, C)]``, under a :class:`~omnishift.models.processor.FramePolicy`."""
+    frames = torch.tensor([policy.encoder_frames(len(a)) for a in audios], dtype=torch.long)
+    feats = log_mel_features(feature_extractor, audios)  # N, n_mels, 3000
+    states = encode_kept(encoder, feats, frames, policy.short_window)
+    return [states[i, :f] for i, f in enumerate(frames.tolist())]

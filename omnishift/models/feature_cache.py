@@ -1,10 +1,11 @@
 """On-disk cache of frozen-encoder outputs, so later epochs and runs skip the Whisper encoder.
 
 The encoder is frozen in every training method, so its output for a clip never changes: it is
-computed once (padded to 30 s as Whisper requires), cut to the frames the frame policy keeps, and
-stored as one small safetensors file per clip. The key hashes the audio samples, the encoder's
-identity (its config and every weight) and the kept frame count, so a different encoder, policy or
-clip can never be served a stale entry; an unreadable or mismatched file is recomputed.
+computed once under the model's window policy (the 30 s window, or the clip's own window for
+``clip``), cut to the frames the frame policy keeps, and stored as one small safetensors file per
+clip. The key hashes the audio samples, the encoder's identity (its config and every weight), the
+window and the kept frame count, so a different encoder, policy or clip can never be served a stale
+entry; an unreadable or mismatched file is recomputed.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ class EncoderFeatureCache:
         self.model = model
         self.batch_size = batch_size
         self.identity = encoder_identity(model.encoder)
+        # the same frame count means different states under a 30 s window and a clip window
+        self.window = "clip" if model.processor.frame_policy.short_window else "30s"
         self.hits = self.misses = 0
 
     def path(self, audio: np.ndarray, frames: int) -> Path:
         h = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
-        h.update(f"{self.identity}:{frames}".encode())
+        h.update(f"{self.identity}:{self.window}:{frames}".encode())
         key = h.hexdigest()
         return self.root / key[:2] / f"{key}.safetensors"
 
@@ -73,16 +76,13 @@ class EncoderFeatureCache:
         todo = [i for i, (p, f) in enumerate(zip(paths, frames)) if self._load(p, f) is None]
         self.hits += len(audios) - len(todo)
         self.misses += len(todo)
-        fe, enc = self.model.feature_extractor, self.model.encoder
         for s in range(0, len(todo), self.batch_size):
             chunk = todo[s:s + self.batch_size]
-            feats = fe([audios[i] for i in chunk], sampling_rate=16000, return_tensors="pt",
-                       padding="max_length")["input_features"]  # N, n_mels, 3000
-            out = enc(feats.to(enc.dtype)).last_hidden_state  # N, 1500, C
+            out = self.model.encode_audio([audios[i] for i in chunk])  # [(frames_i, C)]
             for row, i in enumerate(chunk):
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
                 tmp = paths[i].with_name(f".{paths[i].name}.{os.getpid()}.tmp")  # processes may share a cache
-                save_file({"states": out[row, : frames[i]].contiguous().cpu()}, tmp,
+                save_file({"states": out[row].contiguous().cpu()}, tmp,
                           metadata={"encoder": self.identity, "frames": str(frames[i])})
                 tmp.replace(paths[i])
         return paths

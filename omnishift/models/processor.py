@@ -20,6 +20,7 @@ IGNORE_INDEX = -100
 FRAMES_PER_SECOND = 50  # Whisper: 100 mel frames/s, conv2 stride 2
 S2T_INSTRUCTION = "Please directly answer the questions in the user's speech."
 SPEECH_PLACEHOLDER = "<speech>"
+POLICIES = ("trim", "pad30", "clip")
 
 
 def s2t_prompt(placeholder: str = SPEECH_PLACEHOLDER) -> str:
@@ -39,6 +40,10 @@ class FramePolicy:
     ``pad30`` keeps all 1500 frames of Whisper's 30 s window (LLaMA-Omni: 300 embeddings per clip
     whatever its length). ``trim`` keeps the frames covering the real audio plus ``margin_s``,
     rounded up to a multiple of ``k`` so no real frame is dropped: 3 s -> 32 embeddings.
+    ``clip`` keeps the same frames as ``trim`` but the encoder *sees* only them (the log-mel
+    window is cut to the clip + margin before encoding, :func:`~omnishift.models.encoder.encode_window`):
+    ~20x cheaper than encoding 30 s, and different features (self-attention no longer spans the
+    padding), so a model must be trained and used with one policy; :attr:`short_window` says which.
     """
 
     policy: str = "trim"
@@ -47,8 +52,13 @@ class FramePolicy:
     max_frames: int = 1500
 
     def __post_init__(self):
-        if self.policy not in ("trim", "pad30"):
-            raise ValueError(f"frame policy {self.policy!r} unknown: use 'trim' or 'pad30'")
+        if self.policy not in POLICIES:
+            raise ValueError(f"frame policy {self.policy!r} unknown: use one of {POLICIES}")
+
+    @property
+    def short_window(self) -> bool:
+        """True when the encoder runs on the kept frames only (``clip``), not the 30 s window."""
+        return self.policy == "clip"
 
     def encoder_frames(self, num_samples: int, sample_rate: int = 16000) -> int:
         """Encoder frames kept for a clip of ``num_samples`` samples (a multiple of ``k``)."""

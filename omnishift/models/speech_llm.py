@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omnishift.models.adaptor import FrameStackAdaptor
+from omnishift.models.adaptor import FrameStackAdaptor, ctc_scale_init
+from omnishift.models.encoder import encode_clips, encode_kept
 from omnishift.models.defaults import DEFAULT_ENCODER, DEFAULT_LLM, load_encoder, load_llm
 from omnishift.models.processor import SPEECH_PLACEHOLDER, FramePolicy, SpeechLLMProcessor
 from omnishift.paths import atomic_dir, atomic_write_text
@@ -43,10 +44,16 @@ class SpeechLLMConfig:
         encoder: default-model name, HF id or folder of the Whisper encoder.
         k: frames stacked per speech embedding (LLaMA-Omni: 5).
         adaptor_hidden: adaptor MLP width (LLaMA-Omni: 2048).
-        frame_policy: ``trim`` (real audio + margin) or ``pad30`` (always 30 s -> 1500/k embeddings).
+        frame_policy: ``trim`` (real audio + margin, from the 30 s window's encoding), ``clip`` (the
+            same frames, encoded from a window of the clip + margin only: ~20x cheaper) or
+            ``pad30`` (always 30 s -> 1500/k embeddings).
         trim_margin_s: audio seconds kept after the end of the clip under ``trim``.
         placeholder: user-turn marker replaced by the speech embeddings.
         seed: seed for the adaptor's initialisation.
+        adaptor_norm: end the adaptor with an RMSNorm whose gain starts at the RMS of the LLM's
+            token embeddings (False: LLaMA-Omni's plain MLP, whose checkpoints load unchanged).
+        ctc_head: give the adaptor a CTC blank class, so it can be aligned with CTC over the LLM's
+            vocabulary (:mod:`omnishift.align`) and its transcript read back (:meth:`SpeechLLM.ctc_transcripts`).
     """
 
     llm: str = DEFAULT_LLM
@@ -57,6 +64,8 @@ class SpeechLLMConfig:
     trim_margin_s: float = 0.2
     placeholder: str = SPEECH_PLACEHOLDER
     seed: int = 0
+    adaptor_norm: bool = False
+    ctc_head: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "SpeechLLMConfig":
@@ -85,9 +94,11 @@ class SpeechLLM(nn.Module):
         if adaptor is None:
             with torch.random.fork_rng():
                 torch.manual_seed(config.seed)
-                adaptor = FrameStackAdaptor(
-                    encoder.config.d_model, llm.get_input_embeddings().embedding_dim, config.k, config.adaptor_hidden
-                )
+                table = llm.get_input_embeddings().weight
+                scale = float(table.detach().float().pow(2).mean().sqrt()) if config.adaptor_norm else None
+                adaptor = FrameStackAdaptor(encoder.config.d_model, table.shape[1], config.k, config.adaptor_hidden,
+                                            norm_scale=scale, ctc_blank=config.ctc_head,
+                                            ctc_scale=ctc_scale_init(table) if config.ctc_head else 1.0)
         self.adaptor = adaptor
         policy = FramePolicy(config.frame_policy, config.k, config.trim_margin_s, encoder.config.max_source_positions)
         self.processor = SpeechLLMProcessor(tokenizer, feature_extractor, policy, config.placeholder)
@@ -116,12 +127,19 @@ class SpeechLLM(nn.Module):
         if "encoder_states" in batch:
             feats = batch["encoder_states"]  # N, >=keep, C
         else:
-            with torch.no_grad():
-                feats = self.encoder(batch["input_features"].to(self.encoder.dtype)).last_hidden_state  # N, 1500, C
+            feats = self.encode_features(batch["input_features"], frames)  # N, keep, C
         emb = self.adaptor(feats[:, :keep].to(self.adaptor.linear1.weight.dtype))  # N, keep, C -> N, keep/k, H
         n_emb = frames // self.config.k
         valid = torch.arange(emb.shape[1], device=emb.device)[None, :] < n_emb[:, None].to(emb.device)  # N, keep/k
         return emb[valid]  # N, keep/k, H -> sum(n_emb), H
+
+    def encode_features(self, features: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Frozen-encoder states of clips under this model's window policy (:func:`encode_kept`)."""
+        return encode_kept(self.encoder, features, frames, self.processor.frame_policy.short_window)
+
+    def encode_audio(self, audios: list) -> list[torch.Tensor]:
+        """Kept encoder states per clip, ``[(frames_i, C)]``, under this model's window policy."""
+        return encode_clips(self.encoder, self.feature_extractor, self.processor.frame_policy, audios)
 
     def input_embeddings(self, batch: dict) -> torch.Tensor:
         """Token embeddings with the speech slots filled: ``(B, L, H)``."""
@@ -191,18 +209,57 @@ class SpeechLLM(nn.Module):
         batch = self.processor([{"prompt": p, "audio": a} for p, a in zip(prompts, audios)], padding_side="left")
         return self.generate(batch, max_new_tokens=max_new_tokens)
 
+    @torch.no_grad()
+    def ctc_transcripts(self, states: list[torch.Tensor]) -> list[str]:
+        """What the adaptor hears: greedy CTC decoding of clips' encoder states (needs ``ctc_head``).
+
+        Args:
+            states: per clip ``(frames, C)`` encoder states (:meth:`encode_audio` or a feature cache).
+
+        Returns:
+            The decoded text per clip (best class per embedding, repeats merged, blanks dropped).
+        """
+        from omnishift.models.adaptor import ctc_logits
+
+        if self.adaptor.ctc_blank is None:
+            raise ValueError("this adaptor has no CTC head (model config ctc_head: false): nothing to transcribe")
+        out = []
+        table = self.llm.get_input_embeddings().weight
+        for s in range(0, len(states), 32):
+            chunk = states[s:s + 32]
+            frames = torch.tensor([x.shape[0] for x in chunk])
+            padded = torch.zeros(len(chunk), int(frames.max()), chunk[0].shape[1])
+            for i, x in enumerate(chunk):
+                padded[i, : x.shape[0]] = x.float()
+            emb = self.adaptor(padded.to(self.adaptor.linear1.weight.dtype))  # B, T, C -> B, T/k, H
+            best = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank,
+                              log_scale=self.adaptor.ctc_log_scale).argmax(-1)  # B, T/k
+            for i, n in enumerate((frames // self.config.k).tolist()):
+                seq = torch.unique_consecutive(best[i, :n]).tolist()
+                out.append(self.tokenizer.decode([c - 1 for c in seq if c != 0]).strip())
+        return out
+
     # ---- persistence ---------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path, state_dict: dict | None = None) -> Path:
+    def save_pretrained(self, path: str | Path, state_dict: dict | None = None, llm_is_base: bool = False) -> Path:
         """Write config, adaptor and LLM (full weights or PEFT adapter) atomically into ``path``.
 
         Args:
             path: the folder (replaced in one rename).
             state_dict: full ``state_dict()`` of this model to write instead of the module's own
                 tensors; FSDP/DeepSpeed training gathers it because their modules hold shards.
+            llm_is_base: the LLM is untouched base ``config.llm`` (adaptor alignment): write no LLM
+                copy; loading takes the base model (``llm_format: "base"``).
         """
         from peft import PeftModel
 
         is_peft = isinstance(self.llm, PeftModel)
+        if llm_is_base:
+            with atomic_dir(path) as tmp:
+                meta = {"omnishift_version": 1, "llm_format": "base", **dataclasses.asdict(self.config)}
+                atomic_write_text(tmp / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+                save_file({k: v.detach().contiguous().cpu() for k, v in self.adaptor.state_dict().items()},
+                          tmp / ADAPTOR_NAME)
+            return Path(path)
         if state_dict is None:
             adaptor_sd, llm_kw = self.adaptor.state_dict(), {}
         else:
@@ -229,13 +286,15 @@ class SpeechLLM(nn.Module):
         config = SpeechLLMConfig.from_dict(meta)
         if fmt == "full":
             llm, tok = load_llm(path / "llm", dtype=dtype)
+        elif fmt == "base":
+            llm, tok = load_llm(config.llm, dtype=dtype)
         elif fmt == "peft":
             from peft import PeftModel
 
             base, tok = load_llm(config.llm, dtype=dtype)
             llm = PeftModel.from_pretrained(base, str(path / "llm_adapter"))
         else:
-            raise ValueError(f"{path / CONFIG_NAME}: llm_format {fmt!r} unknown (expected 'full' or 'peft')")
+            raise ValueError(f"{path / CONFIG_NAME}: llm_format {fmt!r} unknown (expected 'full', 'peft' or 'base')")
         encoder, fe = load_encoder(config.encoder, dtype=dtype)
         model = cls(config, llm, tok, encoder, fe)
         model.adaptor.load_state_dict(load_file(path / ADAPTOR_NAME))

@@ -1,0 +1,100 @@
+"""Command line of adaptor alignment: ``align-data``, ``align`` and ``eval-ctc``.
+
+``omnishift align-data`` builds the synthetic alignment set, ``omnishift align CONFIG`` trains the
+adaptor on it with the LLM frozen, and ``omnishift eval-ctc MODEL`` shows what an aligned adaptor
+hears on a benchmark's recordings (its greedy CTC transcript and the WER against the question).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def cmd_align_data(args) -> int:
+    from omnishift.align.augment import AugmentConfig
+    from omnishift.align.dataset import build_alignment_set
+
+    policy = {"policy": args.policy, "k": args.k, "margin_s": args.margin}
+    summary = build_alignment_set(args.out, args.n, encoder=args.encoder, policy=policy, seed=args.seed,
+                                  workers=args.workers, shard_size=args.shard_size, augment_cfg=AugmentConfig())
+    print(json.dumps({k: summary[k] for k in ("clips", "skipped", "hours", "distinct_voices", "clips_per_s_this_call",
+                                              "fingerprint")}))
+    return 0
+
+
+def cmd_align(args) -> int:
+    from omnishift.align.config import load_align_config
+    from omnishift.align.trainer import align
+
+    print(align(load_align_config(args.config, args.overrides), resume=args.resume))
+    return 0
+
+
+def eval_ctc(model, examples, out_dir: str | Path, batch_size: int = 16) -> dict:
+    """Greedy CTC transcripts of the examples' audio and their corpus WER against the text.
+
+    Writes ``out_dir/items.jsonl`` (id, text, transcript, word errors) and ``summary.json``.
+    """
+    from omnishift.data.audio import load_audio
+    from omnishift.evaluate.wer import corpus_wer, word_errors
+    from omnishift.paths import atomic_write_text
+
+    out_dir = Path(out_dir)
+    rows = []
+    for s in range(0, len(examples), batch_size):
+        chunk = examples[s:s + batch_size]
+        states = model.encode_audio([load_audio(e.audio, item=e.id) for e in chunk])
+        for e, hyp in zip(chunk, model.ctc_transcripts(states)):
+            errors, words = word_errors(e.text, hyp)
+            rows.append({"id": e.id, "text": e.text, "transcript": hyp, "errors": errors, "words": words})
+    wer = corpus_wer([(r["text"], r["transcript"]) for r in rows])
+    summary = {"n": len(rows), **wer, "frame_policy": model.config.frame_policy}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "items.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def cmd_eval_ctc(args) -> int:
+    from omnishift.evaluate.qa import load_benchmark
+    from omnishift.models.speech_llm import SpeechLLM
+
+    model = SpeechLLM.from_pretrained(args.model)
+    examples = load_benchmark(args.benchmark, ["s2t"], args.limit, args.subset, args.seed, args.audio_dir)
+    summary = eval_ctc(model, examples, args.out)
+    print(json.dumps({"model": args.model, "benchmark": args.benchmark, **summary}))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``align-data``, ``align`` and ``eval-ctc``."""
+    s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG voices x effects, "
+                                          "encoder states cached)")
+    s.add_argument("--out", required=True, help="set folder (resumes a partial build with the same inputs)")
+    s.add_argument("--n", type=int, default=20000, help="clips")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
+    s.add_argument("--shard-size", type=int, default=500)
+    s.add_argument("--encoder", help="encoder name/folder (default: the default encoder)")
+    s.add_argument("--policy", choices=["clip", "trim", "pad30"], default="clip",
+                   help="window policy of the models that will use the set (default: clip)")
+    s.add_argument("--k", type=int, default=5, help="adaptor frame stacking of those models")
+    s.add_argument("--margin", type=float, default=0.2, help="seconds kept after the clip (trim/clip)")
+    s.set_defaults(func=cmd_align_data)
+
+    s = sub.add_parser("align", help="align the adaptor (CTC / KD objectives) with encoder and LLM frozen")
+    s.add_argument("config", help="align YAML, e.g. configs/align/ctc.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. loop.max_steps=100")
+    s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    s.set_defaults(func=cmd_align)
+
+    s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: greedy CTC transcripts and WER on a benchmark")
+    s.add_argument("model", help="speech-LLM folder with a CTC head")
+    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--subset", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_eval_ctc)

@@ -1,0 +1,134 @@
+"""Alignment run configuration: typed sections read from YAML with ``a.b=value`` overrides.
+
+    model:       SpeechLLMConfig fields (use ctc_head: true for ``ctc``; adaptor_norm: true
+                 recommended), or the folder of a saved speech LLM whose adaptor continues
+    data:        the alignment set (``omnishift align-data``), limit, held-out clips
+    objectives:  list of {name, weight, batch_size, limit, options}: losses of the registry
+                 (:data:`omnishift.align.objectives.OBJECTIVES`), summed with their weights
+    optim:       lr, weight_decay, warmup_ratio, max_grad_norm (AdamW + cosine, adaptor only)
+    loop:        max_steps, seed, log_every, eval_every, progress
+    checkpoint:  save_every, keep_last
+    out_dir:     run folder (checkpoints/, log.jsonl, config.yaml, final/)
+
+Unknown keys are errors (the same schema checker as ``omnishift train``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from omnishift.models.speech_llm import SpeechLLMConfig
+from omnishift.train.config import ConfigError, apply_override, build
+
+
+@dataclass
+class AlignDataConfig:
+    """Args: set: alignment-set folder; limit: clips read (None: all); heldout: last clips kept out
+    of training for the dev loss and the dev CTC WER."""
+
+    set: str = "runs/align_set"
+    limit: int | None = None
+    heldout: int = 256
+
+
+@dataclass
+class ObjectiveConfig:
+    """One loss term. Args: name: registry key; weight: its factor in the sum; batch_size: items
+    per step for this term (each term walks its own seeded order); limit: items it may use (the
+    first ones of the training split; KD targets are prepared only for those); options: the
+    objective's options dataclass fields."""
+
+    name: str = "ctc"
+    weight: float = 1.0
+    batch_size: int = 32
+    limit: int | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class AlignOptim:
+    """AdamW on the adaptor (and its CTC blank), cosine schedule with linear warm-up."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.03
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class AlignLoop:
+    """Args: max_steps: optimizer steps; seed: seeds init-free randomness (masks) and data order;
+    log_every / eval_every: steps between log records / dev evaluations (0: only at the end)."""
+
+    max_steps: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 250
+    progress: bool = True
+
+
+@dataclass
+class AlignCheckpoint:
+    save_every: int = 250
+    keep_last: int = 2
+
+
+@dataclass
+class AlignConfig:
+    """One alignment run (see the module docstring)."""
+
+    model: SpeechLLMConfig | str = field(default_factory=lambda: SpeechLLMConfig(adaptor_norm=True, ctc_head=True,
+                                                                               frame_policy="clip"))
+    data: AlignDataConfig = field(default_factory=AlignDataConfig)
+    objectives: list = field(default_factory=lambda: [{"name": "ctc"}])
+    optim: AlignOptim = field(default_factory=AlignOptim)
+    loop: AlignLoop = field(default_factory=AlignLoop)
+    checkpoint: AlignCheckpoint = field(default_factory=AlignCheckpoint)
+    out_dir: str = "runs/align"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def objective_configs(self) -> list[ObjectiveConfig]:
+        """The objectives as validated dataclasses (options checked against the registry)."""
+        from omnishift.align.objectives import OBJECTIVES
+
+        out = []
+        for i, o in enumerate(self.objectives):
+            oc = build(ObjectiveConfig, o, f"objectives[{i}]")
+            if oc.name not in OBJECTIVES:
+                raise ConfigError(f"objectives[{i}].name {oc.name!r} unknown; valid: {sorted(OBJECTIVES)}")
+            build(OBJECTIVES[oc.name].options, oc.options, f"objectives[{i}].options")
+            if oc.batch_size < 1 or oc.weight <= 0:
+                raise ConfigError(f"objectives[{i}]: batch_size must be >= 1 and weight > 0")
+            out.append(oc)
+        if not out:
+            raise ConfigError("objectives: give at least one (e.g. [{name: ctc}])")
+        return out
+
+
+def load_align_config(yaml_path: str | Path | None, overrides: list[str] | tuple = ()) -> AlignConfig:
+    """Read an align YAML, apply ``section.key=value`` overrides, validate everything."""
+    data, origin = {}, "defaults"
+    if yaml_path is not None:
+        origin = str(yaml_path)
+        if not Path(yaml_path).is_file():
+            raise FileNotFoundError(f"align config {yaml_path} not found")
+        data = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{yaml_path}: top level must be a mapping of sections")
+    for o in overrides:
+        data = apply_override(data, o)
+    cfg = build(AlignConfig, data, "", origin)
+    cfg.objective_configs()
+    if cfg.loop.max_steps < 1 or cfg.optim.lr <= 0:
+        raise ConfigError(f"{origin}: loop.max_steps must be >= 1 and optim.lr > 0")
+    return cfg
+
+
+def dump_align_config(cfg: AlignConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,263 @@
+"""Adaptor alignment (``omnishift align``): teach the adaptor to carry speech content, LLM frozen.
+
+Why a stage before Stage 1: with ~1k spoken instructions, Stage 1's cheapest way to lower the
+response loss is a content-free soft prompt (issue 11; LLaMA-Omni needs 100k+ examples). Aligning
+the adaptor first, on tens of thousands of cheap synthetic clips and with objectives that can only
+be met by carrying the words (:mod:`.objectives`), gives Stage 1 an adaptor that already listens.
+
+The loop mirrors :mod:`omnishift.train.trainer` where it can (AdamW + cosine, global-norm clip,
+``log.jsonl``, atomic checkpoints through :mod:`omnishift.train.checkpoint`, bit-exact resume) but
+needs no LLM pass for ``ctc`` and keeps the LLM bit-identical, so ``final/`` stores only the adaptor
+(``llm_format: "base"``). Each objective walks its own seeded item order, whose position follows
+from the step alone, so a resume needs no data cursor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from omnishift.align.config import AlignConfig, dump_align_config
+from omnishift.align.objectives import OBJECTIVES, KDOptions, ctc_loss, CTCOptions, prepare_kd
+from omnishift.paths import atomic_write_text
+from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
+                                        prune_checkpoints, save_checkpoint)
+from omnishift.train.config import build
+
+log = logging.getLogger(__name__)
+
+
+def build_align_model(config: AlignConfig):
+    """A fresh adaptor on the base models (``model`` fields) or a saved speech LLM to continue."""
+    from omnishift.models.speech_llm import SpeechLLM
+
+    if isinstance(config.model, str):
+        return SpeechLLM.from_pretrained(config.model)
+    return SpeechLLM.from_config(config.model)
+
+
+def check_set_matches(model, meta: dict, where: str) -> None:
+    """The set's encoder states are only valid for the same encoder, window policy, k and margin."""
+    from omnishift.models.feature_cache import encoder_identity
+
+    fp = model.processor.frame_policy
+    want = {"policy": fp.policy, "k": fp.k, "margin_s": fp.margin_s, "max_frames": fp.max_frames}
+    have = {k: meta["policy"].get(k) for k in want}
+    if have != want:
+        raise ValueError(f"{where}: alignment set was encoded with frame policy {have}, the model uses {want}; "
+                         "build a set with the model's policy (omnishift align-data --policy ...) or change model.*")
+    if meta.get("encoder_identity") != encoder_identity(model.encoder):
+        raise ValueError(f"{where}: alignment set was encoded by another encoder ({meta.get('encoder')}); "
+                         "rebuild it with this model's encoder")
+
+
+def add_ctc_targets(model, items: list[dict]) -> tuple[list[dict], int]:
+    """Give items their transcript's LLM token ids; drop (and count) those CTC cannot fit
+    (more labels + repeats than speech embeddings)."""
+    tok = model.tokenizer
+    kept, dropped = [], 0
+    for it in items:
+        ids = tok(it["text"], add_special_tokens=False)["input_ids"]
+        need = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+        if need > it["encoder_states"].shape[0] // model.config.k or not ids:
+            dropped += 1
+            continue
+        kept.append({**it, "ctc_targets": ids})
+    return kept, dropped
+
+
+def order_position(step: int, batch_size: int, n: int, seed: int, stream: int) -> list[int]:
+    """Item indices of one objective's batch at ``step`` (0-based): the ``step``-th slice of an
+    endless sequence of per-epoch permutations seeded with ``(seed, stream, epoch)``."""
+    out, start = [], step * batch_size
+    for pos in range(start, start + batch_size):
+        epoch, j = divmod(pos, n)
+        perm = _perm(n, seed, stream, epoch)
+        out.append(int(perm[j]))
+    return out
+
+
+_PERMS: dict = {}
+
+
+def _perm(n: int, seed: int, stream: int, epoch: int) -> torch.Tensor:
+    key = (n, seed, stream, epoch)
+    if key not in _PERMS:
+        _PERMS.clear() if len(_PERMS) > 8 else None
+        g = torch.Generator().manual_seed(seed * 1_000_003 + stream * 10_007 + epoch)
+        _PERMS[key] = torch.randperm(n, generator=g)
+    return _PERMS[key]
+
+
+@torch.no_grad()
+def dev_metrics(model, items: list[dict]) -> dict:
+    """CTC loss per target token and greedy-CTC WER on held-out clips (adaptor in eval mode)."""
+    from omnishift.evaluate.wer import corpus_wer
+
+    was = model.adaptor.training
+    model.adaptor.eval()
+    total, count = 0.0, 0
+    for s in range(0, len(items), 64):
+        loss, n = ctc_loss(model, items[s:s + 64], CTCOptions())
+        total, count = total + float(loss), count + n
+    hyps = model.ctc_transcripts([it["encoder_states"] for it in items])
+    model.adaptor.train(was)
+    wer = corpus_wer([(it["text"], h) for it, h in zip(items, hyps)])
+    return {"dev_ctc": round(total / max(count, 1), 4), "dev_wer": wer["wer"], "dev_examples": list(zip(
+        [it["text"] for it in items[:3]], hyps[:3]))}
+
+
+def _llm_is_base(config: AlignConfig) -> bool:
+    """Whether the (frozen) LLM is the base model named in the config, so ``final/`` needs no LLM copy."""
+    if not isinstance(config.model, str):
+        return True
+    from omnishift.models.speech_llm import CONFIG_NAME
+
+    return json.loads((Path(config.model) / CONFIG_NAME).read_text()).get("llm_format") == "base"
+
+
+def _optimizer(model, config: AlignConfig) -> torch.optim.AdamW:
+    """AdamW over the adaptor; weight decay on matrices only (nanoGPT), not on biases, gains, blank."""
+    params = [p for p in model.adaptor.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.optim.weight_decay, "name": "adaptor.decay"},
+                              {"params": rest, "weight_decay": 0.0, "name": "adaptor.no_decay"}], lr=config.optim.lr)
+
+
+def _kd_targets(model, config: AlignConfig, items: list[dict], opts: KDOptions, out_dir: Path) -> None:
+    """Prepare (or reload) cached KD targets for ``items``; the cache is keyed by LLM and options."""
+    from omnishift.models.feature_cache import encoder_identity  # same weight hashing for the LLM
+
+    key = {"llm": encoder_identity(model.llm), "options": vars(opts), "texts": [it["text"] for it in items]}
+    fp = __import__("hashlib").sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    cache = out_dir / f"kd_targets-{fp}.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        for it, r, i, lp in zip(items, saved["responses"], saved["idx"], saved["logp"]):
+            it["kd_response"], it["kd_top_idx"], it["kd_top_logp"] = r, i, lp
+        log.info("kd targets: %d reused from %s", len(items), cache)
+        return
+    model.eval()
+    prepare_kd(model, items, opts, progress=config.loop.progress)
+    tmp = cache.with_name(f".{cache.name}.tmp")
+    torch.save({"responses": [it["kd_response"] for it in items], "idx": [it["kd_top_idx"] for it in items],
+                "logp": [it["kd_top_logp"] for it in items]}, tmp)
+    tmp.replace(cache)
+
+
+def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callable[[dict], None] | None = None) -> Path:
+    """Align the adaptor (see the module docstring) and save ``out_dir/final``.
+
+    Args:
+        config: the run (:func:`omnishift.align.config.load_align_config`).
+        model: a speech LLM to align in place (default: :func:`build_align_model`).
+        resume: continue from the newest checkpoint in ``out_dir``.
+        on_step: called with each step's record (tests raise from it to simulate a kill).
+
+    Returns:
+        ``out_dir/final``, loadable with ``SpeechLLM.from_pretrained`` (the LLM is the base model).
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    from omnishift.align.dataset import load_alignment_set
+
+    out_dir = Path(config.out_dir)
+    ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
+    if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
+        raise FileExistsError(f"{out_dir} already holds an alignment run: add --resume or choose a new out_dir")
+    if resume and (out_dir / "config.yaml").is_file() and (out_dir / "config.yaml").read_text() != dump_align_config(config):
+        raise ValueError(f"{out_dir}: cannot resume with a different config (see {out_dir / 'config.yaml'}); "
+                         "use a new out_dir for a new run")
+    if resume and final_dir.is_dir():
+        return final_dir
+    objectives = config.objective_configs()
+    torch.manual_seed(config.loop.seed)
+    model = model if model is not None else build_align_model(config)
+    meta, items = load_alignment_set(config.data.set, config.data.limit)
+    check_set_matches(model, meta, config.data.set)
+    items, dropped = add_ctc_targets(model, items)
+    if len(items) <= config.data.heldout:
+        raise ValueError(f"{config.data.set}: {len(items)} usable clips, not more than data.heldout="
+                         f"{config.data.heldout}; build a larger set or lower data.heldout")
+    train_items, dev = items[: len(items) - config.data.heldout], items[len(items) - config.data.heldout:]
+    pools = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for oc in objectives:
+        pool = train_items[: oc.limit] if oc.limit else train_items
+        opts = build(OBJECTIVES[oc.name].options, oc.options, "options")
+        if oc.name == "kd":
+            _kd_targets(model, config, pool, opts, out_dir)
+        pools.append((oc, opts, pool))
+    model.requires_grad_(False)
+    model.adaptor.requires_grad_(True)
+    optimizer = _optimizer(model, config)
+    total = config.loop.max_steps
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
+    state = LoopState(n_items=len(train_items))
+    last = latest_checkpoint(ckpt_root) if resume else None
+    if last is not None:
+        state = load_checkpoint(last, model, optimizer, scheduler)
+        log.info("resumed from %s (step %d)", last, state.step)
+    if resume and log_file.is_file():  # drop records the killed run wrote after its last checkpoint
+        keep = [ln for ln in log_file.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= state.step]
+        atomic_write_text(log_file, "".join(ln + "\n" for ln in keep))
+    atomic_write_text(out_dir / "config.yaml", dump_align_config(config))
+    info = {"clips": len(items) + dropped, "dropped_ctc_infeasible": dropped, "train": len(train_items),
+            "dev": len(dev), "pools": {f"{oc.name}": len(p) for oc, _, p in pools}}
+    atomic_write_text(out_dir / "data.json", json.dumps(info, indent=2) + "\n")
+    log.info("alignment data: %s", info)
+    model.train()
+    model.llm.eval()
+    model.encoder.eval()
+    bar = tqdm(total=total, initial=state.step, disable=not config.loop.progress, desc="align")
+    record: dict = {}
+    with open(log_file, "a", encoding="utf-8") as logf:
+        while state.step < total:
+            t0 = time.perf_counter()
+            loss, parts = 0.0, {}
+            for j, (oc, opts, pool) in enumerate(pools):
+                batch = [pool[i] for i in order_position(state.step, oc.batch_size, len(pool), config.loop.seed, j)]
+                s, n = OBJECTIVES[oc.name].loss(model, batch, opts)
+                term = oc.weight * s / max(n, 1)
+                term.backward()
+                loss += float(term.detach())
+                parts[oc.name] = round(float(s.detach()) / max(n, 1), 5)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite alignment loss at step {state.step + 1}: {parts}")
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm or float("inf")))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            record = {"step": state.step, "loss": round(loss, 5), **{f"loss_{k}": v for k, v in parts.items()},
+                      "grad_norm": round(grad_norm, 4), "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
+            every = config.loop.eval_every
+            if (every and state.step % every == 0) or state.step == total:
+                record.update(dev_metrics(model, dev))
+            if state.step % config.loop.log_every == 0 or state.step == total or "dev_wer" in record:
+                logf.write(json.dumps(record) + "\n")
+                logf.flush()
+            bar.set_postfix(loss=f"{loss:.3f}", **({"dev_wer": f"{record['dev_wer']:.3f}"} if "dev_wer" in record else {}))
+            bar.update(1)
+            if config.checkpoint.save_every and state.step % config.checkpoint.save_every == 0:
+                save_checkpoint(checkpoint_path(ckpt_root, state.step), model, optimizer, scheduler, state)
+                prune_checkpoints(ckpt_root, config.checkpoint.keep_last)
+            if on_step is not None:
+                on_step(record)
+    bar.close()
+    model.eval()
+    model.save_pretrained(final_dir, llm_is_base=_llm_is_base(config))
+    summary = {"steps": state.step, "final_loss": record.get("loss"), **{k: record[k] for k in ("dev_ctc", "dev_wer")
+               if k in record}, "data": info, "adaptor_parameters": sum(p.numel() for p in model.adaptor.parameters())}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return final_dir

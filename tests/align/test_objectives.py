@@ -1,0 +1,91 @@
+"""Alignment objectives against hand-computed values on tiny inputs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tiny_models import make_tiny_speech_llm
+
+from omnishift.align.objectives import OBJECTIVES, CTCOptions, KDOptions, ctc_loss, kd_loss, prepare_kd
+from omnishift.models.adaptor import FrameStackAdaptor, ctc_logits, ctc_scale_init
+
+
+def test_ctc_logits_are_embedding_dot_products_and_a_blank():
+    emb = torch.randn(2, 3, 4)
+    table = torch.randn(5, 4)
+    blank = torch.randn(5)
+    out = ctc_logits(emb, table, blank)
+    assert out.shape == (2, 3, 6)
+    torch.testing.assert_close(out[1, 2, 0], emb[1, 2] @ blank[:4] + blank[4])
+    torch.testing.assert_close(out[0, 1, 3], emb[0, 1] @ table[2])
+    sub = ctc_logits(emb, table, blank, vocab=torch.tensor([4, 1]))
+    torch.testing.assert_close(sub[..., 1:], out[..., [5, 2]])
+    scaled = ctc_logits(emb, table, blank, log_scale=torch.tensor(math.log(3.0)))
+    torch.testing.assert_close(scaled[..., 1:], 3 * out[..., 1:])
+    torch.testing.assert_close(scaled[..., 0], out[..., 0])
+
+
+def test_ctc_scale_makes_a_token_row_score_ten_against_itself():
+    table = torch.randn(50, 8) * 0.02
+    scale = ctc_scale_init(table)
+    assert abs(scale * float(table.pow(2).sum(-1).mean()) - 10.0) < 1e-4
+
+
+def test_adaptor_norm_starts_at_the_embedding_scale():
+    a = FrameStackAdaptor(8, 6, k=2, hidden=16, norm_scale=0.136)
+    y = a(torch.randn(3, 10, 8) * 5)  # 3, 5, 6
+    torch.testing.assert_close(y.pow(2).mean(-1).sqrt(), torch.full((3, 5), 0.136), rtol=1e-4, atol=1e-5)
+    assert FrameStackAdaptor(8, 6, k=2, hidden=16).norm is None  # LLaMA-Omni's plain MLP stays available
+    assert set(FrameStackAdaptor(8, 6, 2, 16).state_dict()) == {"linear1.weight", "linear1.bias", "linear2.weight",
+                                                               "linear2.bias"}
+
+
+def _model(tok, **kw):
+    return make_tiny_speech_llm(tok, adaptor_norm=True, ctc_head=True, frame_policy="clip", **kw)
+
+
+def test_ctc_loss_equals_the_hand_summed_paths(tiny_tokenizer):
+    """Two embeddings, one target token t: the paths are (t,t), (t,-), (-,t)."""
+    m = _model(tiny_tokenizer, k=1)
+    m.adaptor.eval()
+    states = torch.randn(2, 16)  # 2 frames -> 2 embeddings (k = 1)
+    t = 7
+    loss, n = ctc_loss(m, [{"encoder_states": states, "ctc_targets": [t]}], CTCOptions())
+    with torch.no_grad():
+        emb = m.adaptor(states[None])[0]  # 2, H
+        p = ctc_logits(emb, m.llm.get_input_embeddings().weight, m.adaptor.ctc_blank,
+                       log_scale=m.adaptor.ctc_log_scale).softmax(-1)  # 2, 1 + V
+    pt, pb = p[:, t + 1], p[:, 0]
+    want = -math.log(float(pt[0] * pt[1] + pt[0] * pb[1] + pb[0] * pt[1]))
+    assert n == 1
+    assert abs(loss.item() - want) < 1e-4
+
+
+def test_kd_loss_is_zero_for_the_students_own_distribution_and_positive_otherwise(tiny_tokenizer):
+    m = _model(tiny_tokenizer)
+    item = {"encoder_states": torch.randn(20, 16), "text": "hi"}
+    opts = KDOptions(temperature=2.0, top_k=len(tiny_tokenizer), max_response_tokens=5)
+    prepare_kd(m, [item], opts, progress=False)
+    assert isinstance(item["kd_response"], str) and item["kd_top_idx"].shape[1] == len(tiny_tokenizer)
+    loss, n = kd_loss(m, [item], opts)
+    assert n == min(5, item["kd_top_idx"].shape[0]) and float(loss) > 0
+    # teacher := the student's own distribution (full support) -> KL is 0 up to fp16 storage
+    from omnishift.models.processor import IGNORE_INDEX, s2t_prompt
+
+    with torch.no_grad():
+        batch = m.processor([{"prompt": s2t_prompt(), "encoder_states": item["encoder_states"],
+                              "response": item["kd_response"]}])
+        logits = m(batch).logits[0, :-1] / opts.temperature
+        pos = batch["labels"][0, 1:].ne(IGNORE_INDEX).nonzero().squeeze(-1)[:5]
+        top = logits[pos].topk(opts.top_k, -1)
+    own = {**item, "kd_top_idx": top.indices, "kd_top_logp": top.values.log_softmax(-1)}
+    zero, _ = kd_loss(m, [own], opts)
+    assert abs(float(zero)) < 1e-4
+
+
+def test_registry_entries_have_options_and_needs():
+    assert {"ctc", "kd"} <= set(OBJECTIVES)
+    for name, obj in OBJECTIVES.items():
+        obj.options()  # every option has a default
+        assert callable(obj.loss) and isinstance(obj.needs, tuple), name

@@ -1,0 +1,117 @@
+"""``omnishift align`` on a tiny encoder/LLM pair: the CTC loss falls, resume is bit-exact, and
+the saved folder is a speech LLM the rest of the toolkit loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_models import make_tiny_speech_llm, save_tiny_parts, tone
+
+from omnishift.align.config import AlignConfig, load_align_config
+from omnishift.align.dataset import load_alignment_set, write_alignment_set
+from omnishift.align.trainer import align, order_position
+from omnishift.models.feature_cache import encoder_identity
+from omnishift.models.speech_llm import SpeechLLM
+
+WORDS = ["hi", "yes", "no", "sun", "red", "one", "two", "cat", "dog", "sky", "sea", "up"]
+
+
+def _model(tok):
+    return make_tiny_speech_llm(tok, adaptor_norm=True, ctc_head=True, frame_policy="clip")
+
+
+def _set(tmp_path, model, n=12):
+    audios = [tone(0.8 + 0.1 * (i % 4), freq=150 + 40 * i, seed=i) for i in range(n)]
+    states = model.encode_audio(audios)
+    fp = model.processor.frame_policy
+    policy = {"policy": fp.policy, "k": fp.k, "margin_s": fp.margin_s, "max_frames": fp.max_frames}
+    records = [{"id": f"c{i}", "text": WORDS[i % len(WORDS)]} for i in range(n)]
+    return write_alignment_set(tmp_path / "set", records, states, encoder="tiny",
+                               encoder_identity=encoder_identity(model.encoder), policy=policy, shard_size=5)
+
+
+def _config(tmp_path, set_dir, name="run", **loop):
+    return load_align_config(None, [f"data.set={set_dir}", "data.heldout=2", f"out_dir={tmp_path / name}",
+                                    "objectives=[{name: ctc, batch_size: 4}]", "optim.lr=1e-2", "loop.log_every=1",
+                                    "loop.progress=false", "loop.eval_every=0", "checkpoint.save_every=2",
+                                    *[f"loop.{k}={v}" for k, v in loop.items()]])
+
+
+def test_set_round_trip(tmp_path, tiny_tokenizer):
+    m = _model(tiny_tokenizer)
+    meta, items = load_alignment_set(_set(tmp_path, m))
+    assert len(items) == 12 and meta["policy"]["policy"] == "clip"
+    torch.testing.assert_close(items[3]["encoder_states"].float(), m.encode_audio([tone(1.1, freq=270, seed=3)])[0],
+                               rtol=0, atol=2e-3)  # stored as fp16
+
+
+def test_ctc_loss_falls_and_final_folder_loads(tmp_path, tiny_tokenizer):
+    m = _model(tiny_tokenizer)
+    set_dir = _set(tmp_path, m)
+    final = align(_config(tmp_path, set_dir, max_steps=80), model=m)
+    log = [json.loads(ln) for ln in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    first, last = log[0]["loss_ctc"], log[-1]["loss_ctc"]
+    assert last < 0.5 * first, (first, last)
+    assert "dev_wer" in log[-1]
+    meta = json.loads((final / "omnishift_config.json").read_text())
+    assert meta["llm_format"] == "base" and not (final / "llm").exists()  # the LLM is untouched: no copy
+
+
+def test_resume_after_a_kill_is_bit_exact(tmp_path, tiny_tokenizer):
+    set_dir = _set(tmp_path, _model(tiny_tokenizer))
+    ref = align(_config(tmp_path, set_dir, "ref", max_steps=6), model=_model(tiny_tokenizer))
+
+    class Kill(Exception):
+        pass
+
+    def kill(rec):
+        if rec["step"] == 5:
+            raise Kill
+
+    cfg = _config(tmp_path, set_dir, "killed", max_steps=6)
+    with pytest.raises(Kill):
+        align(cfg, model=_model(tiny_tokenizer), on_step=kill)
+    with pytest.raises(FileExistsError, match="--resume"):
+        align(cfg, model=_model(tiny_tokenizer))
+    got = align(cfg, model=_model(tiny_tokenizer), resume=True)
+    from safetensors.torch import load_file
+
+    a, b = load_file(ref / "adaptor.safetensors"), load_file(got / "adaptor.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # the killed run's records past its checkpoint were dropped
+
+
+def test_set_encoded_with_another_policy_is_refused(tmp_path, tiny_tokenizer):
+    set_dir = _set(tmp_path, _model(tiny_tokenizer))
+    trim = make_tiny_speech_llm(tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="trim")
+    with pytest.raises(ValueError, match="frame policy"):
+        align(_config(tmp_path, set_dir, max_steps=2), model=trim)
+
+
+def test_order_walks_permutations_without_repeats_within_an_epoch():
+    seen = [i for s in range(3) for i in order_position(s, 4, 12, seed=0, stream=0)]
+    assert sorted(seen) == list(range(12))
+    assert order_position(3, 4, 12, 0, 0) != order_position(0, 4, 12, 0, 0)  # next epoch: new order
+
+
+def test_config_rejects_unknown_objectives_and_keys():
+    from omnishift.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown"):
+        load_align_config(None, ["objectives=[{name: mse}]"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_align_config(None, ["objectives=[{name: ctc, options: {blank_bias: 1}}]"])
+    assert isinstance(load_align_config(None), AlignConfig)
+
+
+def test_aligned_adaptor_transcribes(tmp_path, tiny_tokenizer):
+    cfg = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="clip")
+    m = SpeechLLM.from_config(cfg)  # base models on disk, so the aligned folder can name them
+    final = align(_config(tmp_path, _set(tmp_path, m), max_steps=2), model=m)
+    loaded = SpeechLLM.from_pretrained(final)
+    assert loaded.config.ctc_head and loaded.config.frame_policy == "clip"
+    out = loaded.ctc_transcripts(loaded.encode_audio([tone(1.0)]))
+    assert len(out) == 1 and isinstance(out[0], str)
