@@ -153,7 +153,8 @@ def _fingerprint(meta: dict) -> str:
 
 def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, policy: dict | None = None,
                         seed: int = 0, workers: int = 2, shard_size: int = 500, augment_cfg: AugmentConfig | None = None,
-                        data_dir: str | Path | None = None, progress: bool = True) -> dict:
+                        data_dir: str | Path | None = None, texts: list[tuple[str, str]] | None = None,
+                        progress: bool = True) -> dict:
     """Build (or resume) an alignment set of ``n`` clips in ``out`` (see the module docstring).
 
     Args:
@@ -166,6 +167,7 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
         workers: processes (each synthesizes and encodes with one thread).
         shard_size: clips per shard (the unit of resumption).
         augment_cfg: ranges of the random voice and channel choices.
+        texts: ``(id, text)`` pairs to speak (default: :func:`alignment_texts` of ``data_dir``).
 
     Returns:
         ``meta.json``'s content plus this call's ``clips_per_s``.
@@ -182,7 +184,9 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     encoder = encoder or DEFAULT_ENCODER
     policy = {"policy": "clip", "k": 5, "margin_s": 0.2, "max_frames": 1500, **(policy or {})}
     aug = augment_cfg or AugmentConfig()
-    texts = alignment_texts(data_dir)
+    texts = texts if texts is not None else alignment_texts(data_dir)
+    if not texts:
+        raise ValueError("no texts to speak: the alignment set needs at least one (id, text) pair")
     voices, variants = english_voices()
     enc, _ = load_encoder(encoder)
     meta = {"n": n, "seed": seed, "shard_size": shard_size, "policy": policy, "augment": aug.to_dict(),

@@ -97,6 +97,10 @@ class SpeechLLMProcessor:
         self.feature_extractor = feature_extractor
         self.frame_policy = frame_policy
         self.placeholder = placeholder
+        # When set (a SpeechLLM whose speech input is CTC-compressed), maps one clip's audio or
+        # encoder states to its speech embeddings ``(n, H)``, n depending on what is said; the
+        # batch then carries them as ``speech_embeds`` and reserves n slots.
+        self.speech_compressor = None
 
     def _template(self, prompt: str, response: str | None) -> tuple[str, str]:
         """Return (prompt text up to the assistant turn, full text with the response)."""
@@ -134,9 +138,10 @@ class SpeechLLMProcessor:
             ``input_ids``, ``attention_mask``, ``labels`` (B, L); ``speech_mask`` (B, L) marking
             speech slots; and when items have speech, ``speech_frames`` (N,) encoder frames to
             keep per clip, in item order, plus ``input_features`` (N, n_mels, 3000) for raw audio
-            or ``encoder_states`` (N, max frames, C) for cached states.
+            or ``encoder_states`` (N, max frames, C) for cached states; or, with a
+            :attr:`speech_compressor`, ``speech_embeds`` (sum of slots, H) instead of all three.
         """
-        rows, speech_audio, speech_states, speech_frames = [], [], [], []
+        rows, speech_audio, speech_states, speech_frames, speech_embeds = [], [], [], [], []
         for i, item in enumerate(items):
             prompt = item["prompt"]
             audio = item.get("audio") if item.get("audio") is not None else item.get("encoder_states")
@@ -151,7 +156,11 @@ class SpeechLLMProcessor:
                 ids, is_speech = self._encode(head), None
             else:
                 before, after = head.split(self.placeholder)
-                if item.get("audio") is not None:
+                if self.speech_compressor is not None:  # variable-length input (see speech_compressor)
+                    emb = self.speech_compressor(audio)  # n, H
+                    speech_embeds.append(emb)
+                    frames = emb.shape[0] * self.frame_policy.k
+                elif item.get("audio") is not None:
                     frames = self.frame_policy.encoder_frames(len(audio))
                     speech_audio.append(np.asarray(audio, dtype=np.float32))
                 else:  # cached encoder output (a tensor, or a feature-cache file)
@@ -168,6 +177,9 @@ class SpeechLLMProcessor:
             is_speech = (is_speech or [False] * len(ids)) + [False] * len(resp)
             rows.append((ids + resp, labels, is_speech))
         batch = self._pad(rows, padding_side)
+        if speech_embeds:
+            batch["speech_embeds"] = torch.cat(speech_embeds)  # sum n_i, H
+            return batch
         if speech_audio and speech_states:
             raise ValueError("a batch mixes raw audio and cached encoder states; attach the cache to all items")
         if speech_states:

@@ -32,6 +32,11 @@ from omnishift.models.processor import SPEECH_PLACEHOLDER, FramePolicy, SpeechLL
 from omnishift.paths import atomic_dir, atomic_write_text
 
 CONFIG_NAME = "omnishift_config.json"
+SPEECH_INPUTS = ("adaptor", "ctc_top1", "ctc_soft")
+
+
+def _has_speech(batch: dict) -> bool:
+    return "speech_frames" in batch or "speech_embeds" in batch
 ADAPTOR_NAME = "adaptor.safetensors"
 
 
@@ -54,6 +59,11 @@ class SpeechLLMConfig:
             token embeddings (False: LLaMA-Omni's plain MLP, whose checkpoints load unchanged).
         ctc_head: give the adaptor a CTC blank class, so it can be aligned with CTC over the LLM's
             vocabulary (:mod:`omnishift.align`) and its transcript read back (:meth:`SpeechLLM.ctc_transcripts`).
+        speech_input: what fills the speech slots: ``adaptor`` (one adaptor output per k frames,
+            LLaMA-Omni), or CTC-compressed (LegoSLM; needs ``ctc_head``): the non-blank, de-duplicated
+            embeddings of the greedy CTC path, as the LLM's own token rows (``ctc_top1``) or as the
+            posterior-weighted mix of token rows (``ctc_soft``). Compressed input is not
+            differentiable w.r.t. the adaptor (Stage 1 then trains only the LLM side).
     """
 
     llm: str = DEFAULT_LLM
@@ -66,6 +76,7 @@ class SpeechLLMConfig:
     seed: int = 0
     adaptor_norm: bool = False
     ctc_head: bool = False
+    speech_input: str = "adaptor"
 
     @classmethod
     def from_dict(cls, d: dict) -> "SpeechLLMConfig":
@@ -102,6 +113,12 @@ class SpeechLLM(nn.Module):
         self.adaptor = adaptor
         policy = FramePolicy(config.frame_policy, config.k, config.trim_margin_s, encoder.config.max_source_positions)
         self.processor = SpeechLLMProcessor(tokenizer, feature_extractor, policy, config.placeholder)
+        if config.speech_input not in SPEECH_INPUTS:
+            raise ValueError(f"speech_input {config.speech_input!r} unknown: use one of {SPEECH_INPUTS}")
+        if config.speech_input != "adaptor":
+            if not config.ctc_head:
+                raise ValueError(f"speech_input {config.speech_input!r} needs an adaptor with a CTC head (ctc_head: true)")
+            self.processor.speech_compressor = self.ctc_compress
 
     @classmethod
     def from_config(cls, config: SpeechLLMConfig | None = None, dtype=torch.float32) -> "SpeechLLM":
@@ -122,6 +139,8 @@ class SpeechLLM(nn.Module):
         Returns:
             ``(sum_i speech_frames_i / k, d_llm)``: the embeddings of all clips, concatenated in order.
         """
+        if "speech_embeds" in batch:  # CTC-compressed input, computed by the processor
+            return batch["speech_embeds"]
         frames = batch["speech_frames"]
         keep = int(frames.max())
         if "encoder_states" in batch:
@@ -153,7 +172,7 @@ class SpeechLLM(nn.Module):
     def forward(self, batch: dict, **kwargs):
         """Run the LLM on a processor batch; returns the HF output (``loss`` when labels are given)."""
         common = dict(attention_mask=batch["attention_mask"], labels=batch.get("labels"), **kwargs)
-        if "speech_frames" not in batch:
+        if not _has_speech(batch):
             return self.llm(input_ids=batch["input_ids"], **common)
         return self.llm(inputs_embeds=self.input_embeddings(batch), **common)
 
@@ -168,7 +187,7 @@ class SpeechLLM(nn.Module):
 
         if batch["attention_mask"][:, -1].eq(0).any():
             raise ValueError("generation needs a left-padded batch: call the processor with padding_side='left'")
-        prompt = ({"inputs_embeds": self.input_embeddings(batch)} if "speech_frames" in batch
+        prompt = ({"inputs_embeds": self.input_embeddings(batch)} if _has_speech(batch)
                   else {"input_ids": batch["input_ids"]})
         ids = greedy_generate(self.llm, batch["attention_mask"], max_new_tokens,
                               eos_token_ids(self.llm, self.tokenizer), **prompt)
@@ -195,7 +214,7 @@ class SpeechLLM(nn.Module):
 
         def prefill(indices: list[int]) -> dict:
             batch = self.processor([items[i] for i in indices], padding_side="left")
-            if "speech_frames" in batch:
+            if _has_speech(batch):
                 return {"attention_mask": batch["attention_mask"], "inputs_embeds": self.input_embeddings(batch)}
             return {"attention_mask": batch["attention_mask"], "input_ids": batch["input_ids"]}
 
@@ -208,6 +227,31 @@ class SpeechLLM(nn.Module):
         audios = audios or [None] * len(prompts)
         batch = self.processor([{"prompt": p, "audio": a} for p, a in zip(prompts, audios)], padding_side="left")
         return self.generate(batch, max_new_tokens=max_new_tokens)
+
+    @torch.no_grad()
+    def ctc_compress(self, clip) -> torch.Tensor:
+        """One clip's CTC-compressed speech embeddings ``(n, H)`` (``speech_input`` ``ctc_top1``/``ctc_soft``).
+
+        Args:
+            clip: raw 16 kHz audio, or its encoder states ``(frames, C)`` (tensor or feature-cache file).
+        """
+        from omnishift.models.adaptor import ctc_logits
+        from omnishift.models.processor import _load_states
+
+        if isinstance(clip, (torch.Tensor, str, Path)):
+            states = _load_states(clip).float()
+        else:  # raw samples
+            states = self.encode_audio([clip])[0]
+        w = self.adaptor.linear1.weight
+        emb = self.adaptor(states[None].to(w.dtype))[0]  # frames, C -> frames/k, H
+        table = self.llm.get_input_embeddings().weight
+        logits = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank, log_scale=self.adaptor.ctc_log_scale)
+        best = logits.argmax(-1)  # T'
+        prev = torch.cat([best.new_full((1,), -1), best[:-1]])
+        keep = (best != 0) & (best != prev)  # non-blank, first frame of each run
+        if self.config.speech_input == "ctc_top1":
+            return table[best[keep] - 1].detach()  # n, H
+        return (logits[keep][:, 1:].float().softmax(-1) @ table.float()).to(table.dtype)  # n, V @ V, H -> n, H
 
     @torch.no_grad()
     def ctc_transcripts(self, states: list[torch.Tensor]) -> list[str]:

@@ -115,3 +115,36 @@ def test_aligned_adaptor_transcribes(tmp_path, tiny_tokenizer):
     assert loaded.config.ctc_head and loaded.config.frame_policy == "clip"
     out = loaded.ctc_transcripts(loaded.encode_audio([tone(1.0)]))
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_ctc_compressed_input_fills_one_slot_per_heard_token(tmp_path, tiny_tokenizer):
+    """LegoSLM input: the greedy CTC path's non-blank, de-duplicated tokens, as the LLM's own rows."""
+    from omnishift.models.processor import s2t_prompt
+
+    m = make_tiny_speech_llm(tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="clip",
+                             speech_input="ctc_top1")
+    with torch.no_grad():
+        m.adaptor.ctc_blank.zero_()
+        m.adaptor.ctc_blank[-1] = -1e4  # blank never wins: every run of equal tokens is one slot
+    audio = tone(1.0)
+    states = m.encode_audio([audio])[0]
+    emb = m.ctc_compress(audio)
+    from omnishift.models.adaptor import ctc_logits
+
+    with torch.no_grad():
+        table = m.llm.get_input_embeddings().weight
+        best = ctc_logits(m.adaptor(states[None])[0], table, m.adaptor.ctc_blank,
+                          log_scale=m.adaptor.ctc_log_scale).argmax(-1)  # T'
+    runs = torch.unique_consecutive(best)  # no blank can win: one slot per run
+    assert emb.shape[0] == len(runs) <= states.shape[0] // m.config.k
+    torch.testing.assert_close(emb, table[runs - 1], rtol=0, atol=0)
+    assert m.ctc_transcripts([states])[0] == tiny_tokenizer.decode((runs - 1).tolist()).strip()
+    batch = m.processor([{"prompt": s2t_prompt(), "audio": audio}], padding_side="left")
+    assert int(batch["speech_mask"].sum()) == emb.shape[0] and "input_features" not in batch
+    with torch.no_grad():
+        out = m.generate(batch, max_new_tokens=3)
+    assert len(out) == 1
+    soft = make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, frame_policy="clip", speech_input="ctc_soft")
+    assert soft.ctc_compress(audio).shape[1] == m.llm.get_input_embeddings().weight.shape[1]
+    with pytest.raises(ValueError, match="CTC head"):
+        make_tiny_speech_llm(tiny_tokenizer, speech_input="ctc_top1")

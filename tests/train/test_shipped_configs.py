@@ -20,7 +20,8 @@ from omnishift.train.config import load_config
 REPO = Path(__file__).resolve().parents[2]
 ALL_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 # accelerate launch configs and `omnishift run` experiment files are not training configs
-TRAIN_CONFIGS = [p for p in ALL_CONFIGS if not {"accelerate", "experiments"} & set(p.relative_to(REPO).parts)]
+TRAIN_CONFIGS = [p for p in ALL_CONFIGS if not {"accelerate", "experiments", "align"} & set(p.relative_to(REPO).parts)]
+ALIGN_CONFIGS = sorted((REPO / "configs" / "align").glob("*.yaml"))
 ACCEL_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 
 
@@ -60,6 +61,15 @@ def test_training_config_loads_and_names_its_command(path):
     else:
         assert words[:3] == ["omnishift", "train", rel], words
     assert cfg.method.name == path.stem
+
+
+@pytest.mark.parametrize("path", ALIGN_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_align_config_loads_and_names_its_command(path):
+    from omnishift.align.config import load_align_config
+
+    cfg = load_align_config(path)  # rejects unknown keys and objectives
+    assert _command(path)[:3] == ["omnishift", "align", str(path.relative_to(REPO))]
+    assert cfg.objective_configs()
 
 
 @pytest.mark.parametrize("size,llm,r", [("llama3.2-1b", "meta-llama/Llama-3.2-1B-Instruct", 8),
