@@ -9,6 +9,7 @@ An experiment is what ``omnishift run EXPERIMENT.yaml`` executes stage by stage 
     data:        training instructions, held-out set, synthesis voice
     importance:  Taylor importance of the base model (text and speech input) and after training
     deactivation: Table 1 (zero top / bottom / random k%)
+    align:       adaptor alignment before Stage 1 (alignment set + ``omnishift align``; off without a config)
     train:       methods: {LABEL: {config: TRAIN.yaml, overrides: [key=value, ...]}}
     evaluate:    benchmarks: {NAME: {source, limit, subset, seed}}, modes, baselines, decoding
     ablation:    LoRA ranks for Table 3 (empty: skipped)
@@ -36,7 +37,7 @@ import yaml
 from omnishift.models.speech_llm import SpeechLLMConfig
 from omnishift.train.config import ConfigError, apply_override, build
 
-STAGES = ("data", "importance", "deactivation", "train", "importance_after", "shift", "change", "evaluate",
+STAGES = ("data", "importance", "deactivation", "align", "train", "importance_after", "shift", "change", "evaluate",
           "ablation", "report")
 BASELINES = ("no_ft", "cascade")
 
@@ -96,6 +97,28 @@ class DeactivationSection:
     scope: str = "layers"
     batch_size: int = 4
     max_response_tokens: int = 128
+
+
+@dataclass
+class AlignSection:
+    """Args:
+        config: align YAML (``configs/align/ctc.yaml``); None skips the stage (methods then start
+            from a fresh adaptor, as in the paper).
+        overrides: applied after it; the pipeline then sets ``model`` (the experiment's),
+            ``data.set`` and ``out_dir``.
+        set: an existing alignment set (None: build one in ``align/set``).
+        texts: source spec of the texts to speak (None: the shared question/instruction texts,
+            :func:`omnishift.align.dataset.alignment_texts`).
+        n: clips of the built set; workers: its processes; seed: its seed.
+    """
+
+    config: str | None = None
+    overrides: list = field(default_factory=list)
+    set: str | None = None
+    texts: str | None = None
+    n: int = 20000
+    workers: int = 2
+    seed: int = 0
 
 
 @dataclass
@@ -176,6 +199,7 @@ class ExperimentConfig:
     data: DataSection = field(default_factory=DataSection)
     importance: ImportanceSection = field(default_factory=ImportanceSection)
     deactivation: DeactivationSection = field(default_factory=DeactivationSection)
+    align: AlignSection = field(default_factory=AlignSection)
     train: TrainSection = field(default_factory=TrainSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     ablation: AblationSection = field(default_factory=AblationSection)
@@ -233,6 +257,12 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
     if bad or not cfg.importance.modalities:
         raise ConfigError(f"{origin}: importance.modalities must be a non-empty subset of [text, speech], got "
                           f"{cfg.importance.modalities}")
+    if cfg.align.config is not None and not Path(cfg.resolve(cfg.align.config)).is_file():
+        raise ConfigError(f"{origin}: align.config: {cfg.align.config!r} not found")
+    if cfg.align.config is not None and not cfg.model.ctc_head:
+        raise ConfigError(f"{origin}: align needs model.ctc_head: true (the CTC objective scores the LLM's vocabulary)")
+    if cfg.align.n < 1:
+        raise ConfigError(f"{origin}: align.n must be >= 1, got {cfg.align.n}")
     methods = {}
     for label, spec in (cfg.train.methods or {}).items():
         spec = build(MethodSpec, spec, f"train.methods.{label}", origin)

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 #: Row names of the tables for labels that are method names.
 DISPLAY = {"full": "Full-FT", "layer_lr": "Layer-LR", "lora": "LoRA", "frozen": "Frozen LLM",
+           "aligned": "Aligned adaptor, frozen LLM",
            "region_freeze": "Region-freeze", "no_ft": "No-FT", "cascade": "Cascade (ASR → LLM)"}
 
 
@@ -93,6 +94,15 @@ class Context:
     def trained(self, label: str) -> bool:
         """Whether method ``label`` has finished training (``final/`` is written in one rename)."""
         return (self.dir("train") / label / "final").is_dir()
+
+    def aligned(self) -> Path | None:
+        """The aligned speech LLM of the ``align`` stage, or None when alignment is off."""
+        if self.cfg.align.config is None:
+            return None
+        f = self.require("align", "training from the aligned adaptor") / "run" / "final"
+        if not f.is_dir():
+            raise ValueError(f"{f} missing: stage align did not finish; run it again")
+        return f
 
     def final(self, label: str) -> Path:
         f = self.dir("train") / label / "final"
@@ -195,6 +205,39 @@ def stage_deactivation(ctx: Context, out: Path) -> dict:
     return {"rows": len(rows)}
 
 
+# ---- alignment -------------------------------------------------------------------------------
+def stage_align(ctx: Context, out: Path) -> dict:
+    """Build (or reuse) the alignment set and align the adaptor with the LLM frozen (:mod:`omnishift.align`)."""
+    from omnishift.align.config import load_align_config
+    from omnishift.align.dataset import build_alignment_set
+    from omnishift.align.trainer import align
+
+    a = ctx.cfg.align
+    if a.config is None:
+        return {"skipped": "align.config is not set (methods start from a fresh adaptor)"}
+    fp = ctx.base_model().processor.frame_policy
+    set_dir = Path(ctx.cfg.resolve(a.set)) if a.set else out / "set"
+    if a.set is None:
+        texts = None
+        if a.texts:
+            from omnishift.data.sources import load_source
+
+            texts = [(e.id, e.text) for e in load_source(ctx.cfg.resolve(a.texts))]
+        build_alignment_set(set_dir, a.n, encoder=ctx.cfg.model.encoder, seed=a.seed, workers=a.workers, texts=texts,
+                            policy={"policy": fp.policy, "k": fp.k, "margin_s": fp.margin_s, "max_frames": fp.max_frames},
+                            progress=ctx.progress.stream is not None)
+    overrides = list(a.overrides) + [_as_override("model", dataclasses.asdict(ctx.cfg.model)),
+                                     _as_override("data.set", str(set_dir)), _as_override("out_dir", str(out / "run")),
+                                     "loop.progress=false"]
+    acfg = load_align_config(ctx.cfg.resolve(a.config), overrides)
+
+    def on_step(rec):
+        ctx.progress.step("align", rec["step"], acfg.loop.max_steps, f"loss {rec['loss']:.3f}")
+
+    align(acfg, model=None, resume=True, on_step=on_step)
+    return json.loads((out / "run" / "summary.json").read_text())
+
+
 # ---- training --------------------------------------------------------------------------------
 def _as_override(key: str, value) -> str:
     return f"{key}={json.dumps(value)}"
@@ -204,7 +247,9 @@ def train_overrides(ctx: Context, method: str | None, extra: list[str]) -> list[
     """The pipeline's own overrides (model, data, method inputs), applied after the user's ``extra``."""
     cfg = ctx.cfg
     o = list(cfg.train.overrides) + list(extra)
-    o += [_as_override("model", dataclasses.asdict(cfg.model)), _as_override("data.source", str(ctx.train_manifest)),
+    aligned = ctx.aligned()
+    model = str(aligned) if aligned is not None else dataclasses.asdict(cfg.model)
+    o += [_as_override("model", model), _as_override("data.source", str(ctx.train_manifest)),
           _as_override("data.audio_dir", str(ctx.train_manifest.parent)), "data.limit=null"]
     if method == "layer_lr":
         o.append(_as_override("method.options.coefficients", str(ctx.require("importance", "layer_lr")
@@ -396,6 +441,8 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
         rows.append(("no_ft", "base", ["t2t"]))
     if "cascade" in ev.baselines and "s2t" in ev.modes:
         rows.append(("cascade", "cascade", ["s2t"]))
+    if ctx.aligned() is not None:
+        rows.append(("aligned", "trained", list(ev.modes)))
     rows += [(label, "trained", list(ev.modes)) for label in ctx.cfg.train.methods]
     units = [(r, src, b, m) for r, src, modes in rows for b in benches for m in modes]
     models, asr, unchanged, waiting, busy = {}, None, {}, [], []
@@ -403,13 +450,13 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
     def trained_model(row: str):
         if row not in models:
             models.clear()  # one trained model in memory at a time
-            models[row] = load_trained(ctx.final(row))
+            models[row] = load_trained(ctx.aligned() if row == "aligned" else ctx.final(row))
         return models[row]
 
     for i, (row, src, bench, mode) in enumerate(units, 1):
         if not ctx.mine(i - 1):
             continue
-        if src == "trained" and ctx.shard is not None and not ctx.trained(row):
+        if src == "trained" and row != "aligned" and ctx.shard is not None and not ctx.trained(row):
             waiting.append(f"{row} {bench} {mode}")  # its model is still training in another process
             continue
         folder, exs = out / row / bench / mode, benches[bench]
@@ -480,7 +527,8 @@ def stage_report(ctx: Context, out: Path) -> dict:
 
 
 STAGE_FUNCS = {
-    "data": stage_data, "importance": stage_importance, "deactivation": stage_deactivation, "train": stage_train,
+    "data": stage_data, "importance": stage_importance, "deactivation": stage_deactivation, "align": stage_align,
+    "train": stage_train,
     "importance_after": stage_importance_after, "shift": stage_shift, "change": stage_change,
     "evaluate": stage_evaluate, "ablation": stage_ablation, "report": stage_report,
 }

@@ -23,7 +23,8 @@ from omnishift.report.tables import (
 STAGES_DOC = {
     "data": "training instructions, held-out set and benchmarks with synthesized speech",
     "importance": "Taylor importance of the base model (text and speech input), eq. 3, Fig. 1",
-    "deactivation": "Table 1", "train": "Stage-1 training of every method",
+    "deactivation": "Table 1", "align": "adaptor alignment (CTC / KD, LLM frozen) before Stage 1",
+    "train": "Stage-1 training of every method",
     "importance_after": "textual importance of every trained model", "shift": "Fig. 2-3 and shift metrics",
     "change": "Fig. 4", "evaluate": "Table 2 (T2T / S2T with No-FT and cascade baselines)",
     "ablation": "Table 3 (LoRA rank)", "report": "this report",

@@ -97,7 +97,7 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
     assert t2[0] == "Method,trivia T2T,trivia S2T,web T2T,web S2T"
     assert [r.split(",")[0] for r in t2[1:]] == ["No-FT", "Cascade (ASR → LLM)", "Full-FT", "LoRA", "Layer-LR"]
     progress = json.loads((run / "progress.json").read_text())
-    assert progress["state"] == "finished" and progress["stages"] == 10
+    assert progress["state"] == "finished" and progress["stages"] == 11
 
 
 def test_stage_needing_missing_outputs_names_it(tmp_path, tiny_parts):
@@ -226,3 +226,34 @@ def test_shard_errors(tmp_path, tiny_parts):
     for bad in ("3/3", "x", "1/0", "-1/2"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
+
+
+def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_tokenizer):
+    """align before train: methods start from the aligned adaptor, and the aligned adaptor with the
+    frozen LLM is a Table-2 row of its own (its T2T copied from No-FT after the weight check)."""
+    parts = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, seed=3, adaptor_norm=True, ctc_head=True,
+                            frame_policy="clip", k=1)  # byte-level tiny tokenizer: one CTC label per character
+    d = experiment(tmp_path, parts, stages=["data", "align", "train", "evaluate"])
+    d["align"] = {"config": "builtin:demo_align.yaml", "texts": "builtin:demo_data/instructions.jsonl", "n": 12,
+                  "workers": 1, "overrides": ["loop.max_steps=3", "data.heldout=2",
+                                              "objectives=[{name: ctc, batch_size: 4}]"]}
+    d["train"] = {"overrides": TRAIN_OVERRIDES, "methods": {"frozen": {}}}
+    d["evaluate"]["benchmarks"] = {"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 2}}
+    d["evaluate"]["baselines"] = ["no_ft"]
+    cfg = experiment_from_dict(d, "test")
+    run_experiment(cfg, stream=None)
+    run = cfg.run_dir
+    final = run / "align" / "run" / "final"
+    assert json.loads((final / "omnishift_config.json").read_text())["llm_format"] == "base"
+    assert json.loads((run / "align" / "set" / "summary.json").read_text())["clips"] >= 10
+    assert str(final) in (run / "train" / "frozen" / "config.yaml").read_text()  # Stage 1 starts from it
+    t2t = json.loads((run / "evaluate" / "aligned" / "trivia" / "t2t" / "summary.json").read_text())
+    assert t2t["copied_from"] == "no_ft"
+    assert (run / "evaluate" / "aligned" / "trivia" / "s2t" / "summary.json").is_file()
+
+
+def test_align_needs_a_ctc_head(tmp_path, tiny_parts):
+    d = experiment(tmp_path, tiny_parts)
+    d["align"] = {"config": "builtin:demo_align.yaml"}
+    with pytest.raises(ConfigError, match="ctc_head"):
+        experiment_from_dict(d, "test")
