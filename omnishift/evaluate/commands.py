@@ -37,9 +37,9 @@ def cmd_eval(args) -> int:
         raise ValueError("the cascade is an S2T baseline (its T2T is the base LLM's): use --mode s2t, and "
                          "`omnishift eval base --mode t2t` for T2T")
     examples = load_benchmark(args.benchmark, modes, args.limit, args.subset, args.seed, args.audio_dir)
-    model = load_speech_llm(None if args.model in ("base", "cascade") else args.model)
+    model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, speech_input=args.speech_input)
     meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, "limit": args.limit,
-            "subset": args.subset, "seed": args.seed}
+            "subset": args.subset, "seed": args.seed, "speech_input": model.config.speech_input}
     for mode in modes:
         out_dir = Path(args.out) / mode
         if cascade:
@@ -89,6 +89,8 @@ def add_parser(sub) -> None:
     s.add_argument("--mode", choices=["t2t", "s2t", "both"],
                    help="default: both (cascade: s2t)")
     s.add_argument("--asr-model", help="cascade only: a CTranslate2 Whisper folder (default: shipped tiny.en)")
+    s.add_argument("--speech-input", choices=["adaptor", "ctc_top1", "ctc_soft"],
+                   help="read the speech another way than the model folder says (CTC-head models)")
     _benchmark_args(s)
     s.add_argument("--out", required=True, help="output folder (per-mode items.jsonl + summary.json)")
     s.set_defaults(func=cmd_eval)

@@ -319,14 +319,22 @@ class SpeechLLM(nn.Module):
         return Path(path)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype=torch.float32) -> "SpeechLLM":
-        """Load a folder written by :meth:`save_pretrained`."""
+    def from_pretrained(cls, path: str | Path, dtype=torch.float32, speech_input: str | None = None) -> "SpeechLLM":
+        """Load a folder written by :meth:`save_pretrained`.
+
+        Args:
+            speech_input: read the speech another way than the folder says (``adaptor``,
+                ``ctc_top1``, ``ctc_soft``; the weights are the same), e.g. to compare an aligned
+                adaptor's continuous output with its CTC-compressed transcript.
+        """
         path = Path(path)
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{path} is not a speech-LLM folder (no {CONFIG_NAME}); train or save one first")
         meta = json.loads((path / CONFIG_NAME).read_text())
         meta.pop("omnishift_version", None)
         fmt = meta.pop("llm_format")
+        if speech_input is not None:
+            meta["speech_input"] = speech_input
         config = SpeechLLMConfig.from_dict(meta)
         if fmt == "full":
             llm, tok = load_llm(path / "llm", dtype=dtype)
@@ -346,6 +354,8 @@ class SpeechLLM(nn.Module):
         return model.eval()
 
 
-def load_speech_llm(path: str | Path | None = None, **config) -> SpeechLLM:
+def load_speech_llm(path: str | Path | None = None, speech_input: str | None = None, **config) -> SpeechLLM:
     """A saved speech-LLM folder, or (``path=None``) the configured base models with a fresh adaptor."""
-    return SpeechLLM.from_pretrained(path) if path else SpeechLLM.from_config(SpeechLLMConfig(**config))
+    if path:
+        return SpeechLLM.from_pretrained(path, speech_input=speech_input)
+    return SpeechLLM.from_config(SpeechLLMConfig(**config, **({"speech_input": speech_input} if speech_input else {})))

@@ -487,6 +487,12 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
                     evaluate(model, build_eval_items(exs, mode, prompt=ev.prompt), folder, batch_size=ev.batch_size,
                              max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None,
                              label=f"{row} {bench} {mode}", meta=meta, feature_cache=ctx.cfg.resolve(ev.feature_cache))
+        if src == "trained" and mode == "s2t" and not (out / row / bench / "ctc" / "summary.json").is_file():
+            model = trained_model(row)
+            if model.config.ctc_head:  # what the adaptor hears: its greedy CTC transcript of each question
+                from omnishift.align.commands import eval_ctc
+
+                eval_ctc(model, exs, out / row / bench / "ctc")
         ctx.progress.step("evaluate", i, len(units), f"{row} {bench} {mode}")
     if (waiting or busy) and ctx.progress.stream is not None:
         print(f"evaluate: this shard skipped {len(waiting)} unit(s) whose model is not trained yet {waiting} and "

@@ -133,6 +133,15 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
         s.paragraphs.append("Fig. 1 (rank clustering) — " + _missing(run, "importance", "Fig. 1"))
     sections.append(s)
 
+    # alignment
+    al = _json(run / "align" / "run" / "summary.json")
+    if al:
+        s = Section("align", "Adaptor alignment before Stage 1 (LLM frozen)")
+        s.paragraphs.append(f"{al['steps']} steps on {al['data']['train']} synthetic clips "
+                            f"({al['data']['dropped_ctc_infeasible']} too short for their transcript dropped); "
+                            + (f"held-out greedy-CTC WER {100 * al['dev_wer']:.1f}%." if "dev_wer" in al else ""))
+        sections.append(s)
+
     # training
     s = Section("training", "Stage-1 training (paper Sec. 3.1)")
     summ = {m: _json(run / "train" / m / "summary.json") for m in methods}
@@ -175,7 +184,7 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
     s = Section("qa", "Spoken QA: text (T2T) and speech (S2T) accuracy (Table 2)")
     cells, rows, benches = eval_cells(run / "evaluate")
     if cells:
-        order = _order(rows, ["no_ft", "cascade", *methods])
+        order = _order(rows, ["no_ft", "cascade", "aligned", *methods])
         named = {(_display(r), b, m): v for (r, b, m), v in cells.items()}
         t2 = accuracy_table("table2_qa", "Table 2. Accuracy on spoken QA benchmarks, text (T2T) and speech (S2T) "
                             "questions", named, [_display(r) for r in order], benches)
@@ -184,6 +193,13 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                if ("cascade", b, "s2t") in cells and cells[("cascade", b, "s2t")].get("wer") is not None]
         if wer:
             s.paragraphs.append("Cascade ASR word error rate on the spoken questions: " + ", ".join(wer) + ".")
+        heard = {(r, b): _json(run / "evaluate" / r / b / "ctc" / "summary.json") for r in order for b in benches}
+        heard_rows = [r for r in order if any(heard[(r, b)] for b in benches)]
+        if heard_rows:
+            s.tables.append(Table("adaptor_ctc_wer", "What the adaptor hears: word error rate of its greedy CTC "
+                                  "transcript of the spoken questions", ["Model", *[bench_title(b) for b in benches]],
+                                  [[_display(r), *[f"{100 * heard[(r, b)]['wer']:.1f}%" if heard[(r, b)] else "-"
+                                                   for b in benches]] for r in heard_rows]))
         distinct = [f"{_display(r)} {bench_title(b)} {d}/{n}" for r in order for b in benches
                     if (r, b, "s2t") in cells and (f := run / "evaluate" / r / b / "s2t" / "items.jsonl").is_file()
                     for d, n in [distinct_answers(f)]]

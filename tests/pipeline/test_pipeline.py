@@ -250,6 +250,12 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
     t2t = json.loads((run / "evaluate" / "aligned" / "trivia" / "t2t" / "summary.json").read_text())
     assert t2t["copied_from"] == "no_ft"
     assert (run / "evaluate" / "aligned" / "trivia" / "s2t" / "summary.json").is_file()
+    heard = json.loads((run / "evaluate" / "aligned" / "trivia" / "ctc" / "summary.json").read_text())
+    assert heard["n"] == 2 and 0 <= heard["wer"]
+    from omnishift.report.build import build_report
+
+    md = build_report(run).with_suffix(".md").read_text()
+    assert "What the adaptor hears" in md and "Aligned adaptor, frozen LLM" in md and "Adaptor alignment" in md
 
 
 def test_align_needs_a_ctc_head(tmp_path, tiny_parts):
