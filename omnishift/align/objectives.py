@@ -20,6 +20,7 @@ dataclass and ``loss(model, items, options) -> (sum, count)``, then add
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -31,11 +32,16 @@ from omnishift.models.adaptor import ctc_logits
 
 class Objective(NamedTuple):
     """A registry entry: ``loss(model, items, options) -> (sum, count)`` and its options dataclass;
-    ``needs``: item fields the objective reads besides ``encoder_states`` (prepared by the trainer)."""
+    ``needs``: item fields the objective reads besides ``encoder_states``; ``select``: optional
+    ``(items, options) -> items`` choosing the training items the objective uses (before ``limit``);
+    ``prepare``: optional ``(model, items, options)`` giving them their targets once (e.g. cached
+    teacher outputs) before training starts."""
 
     loss: Callable[[Any, list[dict], Any], tuple[torch.Tensor, int]]
     options: type
     needs: tuple = ()
+    select: Callable[[list[dict], Any], list[dict]] | None = None
+    prepare: Callable[[Any, list[dict], Any], None] | None = None
 
 
 def pad_states(items: list[dict], dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,11 +60,15 @@ class CTCOptions:
     """Args: time_mask: share of encoder frames zeroed in random spans (SpecAugment-style, training
     only; 0 disables); feature_dropout: dropout on encoder states before the adaptor; bf16_logits:
     score the ~49k-token vocabulary in bfloat16 (1.7x faster on CPUs with AVX512-BF16, measured;
-    the log-softmax and the loss stay float32)."""
+    the log-softmax and the loss stay float32); negatives: when > 0, score only the batch's target
+    tokens plus this many uniformly sampled other tokens per step (sampled softmax: the sampled
+    logits get + log(others / sampled), so their summed probability estimates that of all other
+    tokens); decoding still uses the whole vocabulary. 0: the whole vocabulary every step."""
 
     time_mask: float = 0.0
     feature_dropout: float = 0.0
     bf16_logits: bool = False
+    negatives: int = 0
 
 
 def speech_outputs(model, items: list[dict], time_mask: float = 0.0, feature_dropout: float = 0.0,
@@ -87,29 +97,55 @@ def ctc_loss(model, items: list[dict], options: CTCOptions) -> tuple[torch.Tenso
         raise ValueError("the ctc objective needs an adaptor with a CTC head: set model.ctc_head: true")
     emb, lengths = speech_outputs(model, items, options.time_mask, options.feature_dropout)
     table = model.llm.get_input_embeddings().weight.detach()
-    if options.bf16_logits:
-        logits = ctc_logits(emb.bfloat16(), table.bfloat16(), model.adaptor.ctc_blank.bfloat16(),
-                            log_scale=model.adaptor.ctc_log_scale)  # B, T', 1 + V
-    else:
-        logits = ctc_logits(emb, table.to(emb.dtype), model.adaptor.ctc_blank,
-                            log_scale=model.adaptor.ctc_log_scale)  # B, T', 1 + V
-    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # B, T', 1+V -> T', B, 1+V
-    targets = [torch.as_tensor(it["ctc_targets"], dtype=torch.long) + 1 for it in items]  # token j -> class j+1
+    targets = [torch.as_tensor(it["ctc_targets"], dtype=torch.long) for it in items]
+    vocab, offset = None, None
+    if options.negatives > 0:
+        vocab, targets, offset = _sample_classes(targets, table.shape[0], options.negatives)
+    dtype = torch.bfloat16 if options.bf16_logits else emb.dtype
+    logits = ctc_logits(emb.to(dtype), table.to(dtype), model.adaptor.ctc_blank.to(dtype), vocab=vocab,
+                        log_scale=model.adaptor.ctc_log_scale).float()  # B, T', 1 + V (or 1 + V')
+    if offset is not None:
+        logits = torch.cat([logits[..., : offset[0]], logits[..., offset[0]:] + offset[1]], dim=-1)
+    log_probs = logits.log_softmax(-1).transpose(0, 1)  # B, T', 1+V -> T', B, 1+V
+    targets = [t + 1 for t in targets]  # token (or class) j -> class j + 1; 0 is the blank
     target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
     loss = F.ctc_loss(log_probs, torch.cat(targets), lengths, target_lengths, blank=0, reduction="sum",
                       zero_infinity=True)
     return loss, int(target_lengths.sum())
 
 
+def _sample_classes(targets: list[torch.Tensor], vocab_size: int, negatives: int):
+    """Classes of a sampled-softmax CTC step: the batch's target tokens, then ``negatives`` others.
+
+    Returns:
+        ``(vocab ids (V',), targets remapped to positions in vocab, (first sampled class, log weight))``.
+    """
+    tgt = torch.unique(torch.cat(targets))  # sorted target token ids
+    neg = torch.randint(0, vocab_size, (negatives,))  # global RNG: restored on resume
+    neg = neg[~torch.isin(neg, tgt)]
+    position = torch.full((vocab_size,), -1, dtype=torch.long)
+    position[tgt] = torch.arange(len(tgt))
+    weight = math.log(max(vocab_size - len(tgt), 1) / max(len(neg), 1))
+    return torch.cat([tgt, neg]), [position[t] for t in targets], (1 + len(tgt), weight)
+
+
 # ---- kd -------------------------------------------------------------------------------------------
 @dataclass
 class KDOptions:
     """Args: temperature: softens both distributions (Ultravox: KL at T); top_k: teacher classes
-    cached per response token; max_response_tokens: answer tokens distilled per item."""
+    cached per response token; max_response_tokens: answer tokens distilled per item;
+    questions_only: distil on question texts only (:func:`select_kd`)."""
 
     temperature: float = 1.0
     top_k: int = 32
     max_response_tokens: int = 24
+    questions_only: bool = True
+
+
+def select_kd(items: list[dict], options: KDOptions) -> list[dict]:
+    """Questions only (by default): their answers carry what was asked (an instruction such as
+    "Describe ..." under the answer-the-question prompt often gets a content-free reply)."""
+    return [it for it in items if it["text"].rstrip().endswith("?")] if options.questions_only else items
 
 
 def kd_loss(model, items: list[dict], options: KDOptions) -> tuple[torch.Tensor, int]:
@@ -171,5 +207,6 @@ def prepare_kd(model, items: list[dict], options: KDOptions, batch_size: int = 1
 #: The registry: objective name -> Objective(loss, options dataclass, extra item fields).
 OBJECTIVES: dict[str, Objective] = {
     "ctc": Objective(ctc_loss, CTCOptions, ("ctc_targets",)),
-    "kd": Objective(kd_loss, KDOptions, ("kd_response", "kd_top_idx", "kd_top_logp")),
+    "kd": Objective(kd_loss, KDOptions, ("kd_response", "kd_top_idx", "kd_top_logp"), select=select_kd,
+                    prepare=prepare_kd),
 }

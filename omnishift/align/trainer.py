@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnishift.align.config import AlignConfig, dump_align_config
-from omnishift.align.objectives import OBJECTIVES, KDOptions, ctc_loss, CTCOptions, prepare_kd
+from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_loss
 from omnishift.paths import atomic_write_text
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
@@ -132,24 +132,30 @@ def _optimizer(model, config: AlignConfig) -> torch.optim.AdamW:
                               {"params": rest, "weight_decay": 0.0, "name": "adaptor.no_decay"}], lr=config.optim.lr)
 
 
-def _kd_targets(model, config: AlignConfig, items: list[dict], opts: KDOptions, out_dir: Path) -> None:
-    """Prepare (or reload) cached KD targets for ``items``; the cache is keyed by LLM and options."""
-    from omnishift.models.feature_cache import encoder_identity  # same weight hashing for the LLM
+def _prepared_targets(model, config: AlignConfig, name: str, entry, items: list[dict], opts, out_dir: Path) -> None:
+    """Give ``items`` the objective's prepared targets (its ``needs`` fields), computed once and
+    cached in ``out_dir`` under a key of the LLM's weights, the options and the texts, so a resume
+    or a rerun reuses them and a changed LLM or option recomputes them."""
+    import hashlib
 
-    key = {"llm": encoder_identity(model.llm), "options": vars(opts), "texts": [it["text"] for it in items]}
-    fp = __import__("hashlib").sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    cache = out_dir / f"kd_targets-{fp}.pt"
+    from omnishift.models.feature_cache import encoder_identity  # sha256 of any module's config + weights
+
+    key = {"llm": encoder_identity(model.llm), "objective": name, "options": vars(opts),
+           "texts": [it["text"] for it in items]}
+    fp = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    cache = out_dir / f"targets-{name}-{fp}.pt"
     if cache.is_file():
         saved = torch.load(cache, weights_only=True)
-        for it, r, i, lp in zip(items, saved["responses"], saved["idx"], saved["logp"]):
-            it["kd_response"], it["kd_top_idx"], it["kd_top_logp"] = r, i, lp
-        log.info("kd targets: %d reused from %s", len(items), cache)
+        for it, fields in zip(items, saved["items"]):
+            it.update(fields)
+        log.info("%s targets: %d reused from %s", name, len(items), cache)
         return
+    was = model.training
     model.eval()
-    prepare_kd(model, items, opts, progress=config.loop.progress)
+    entry.prepare(model, items, opts)
+    model.train(was)
     tmp = cache.with_name(f".{cache.name}.tmp")
-    torch.save({"responses": [it["kd_response"] for it in items], "idx": [it["kd_top_idx"] for it in items],
-                "logp": [it["kd_top_logp"] for it in items]}, tmp)
+    torch.save({"items": [{k: it[k] for k in entry.needs} for it in items]}, tmp)
     tmp.replace(cache)
 
 
@@ -191,10 +197,14 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     pools = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for oc in objectives:
-        pool = train_items[: oc.limit] if oc.limit else train_items
-        opts = build(OBJECTIVES[oc.name].options, oc.options, "options")
-        if oc.name == "kd":
-            _kd_targets(model, config, pool, opts, out_dir)
+        entry = OBJECTIVES[oc.name]
+        opts = build(entry.options, oc.options, "options")
+        pool = entry.select(train_items, opts) if entry.select else train_items
+        pool = pool[: oc.limit] if oc.limit else pool
+        if not pool:
+            raise ValueError(f"objective {oc.name}: no training item qualifies (options {oc.options})")
+        if entry.prepare is not None:
+            _prepared_targets(model, config, oc.name, entry, pool, opts, out_dir)
         pools.append((oc, opts, pool))
     model.requires_grad_(False)
     model.adaptor.requires_grad_(True)

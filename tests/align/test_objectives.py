@@ -89,3 +89,17 @@ def test_registry_entries_have_options_and_needs():
     for name, obj in OBJECTIVES.items():
         obj.options()  # every option has a default
         assert callable(obj.loss) and isinstance(obj.needs, tuple), name
+
+
+def test_sampled_softmax_ctc_matches_the_full_vocabulary_when_every_token_is_sampled(tiny_tokenizer):
+    """With the correction, sampling (nearly) all other tokens gives (nearly) the full-vocabulary loss."""
+    m = _model(tiny_tokenizer)
+    m.adaptor.eval()
+    item = {"encoder_states": torch.randn(30, 16), "ctc_targets": [5, 9, 9, 12]}
+    full, _ = ctc_loss(m, [item], CTCOptions())
+    torch.manual_seed(0)
+    sampled, _ = ctc_loss(m, [item], CTCOptions(negatives=200_000))  # every token drawn, duplicates included
+    # duplicates inflate the sampled mass by exactly the correction, so the normaliser is unbiased here
+    assert abs(sampled.item() - full.item()) < 0.05 * full.item()
+    small, n = ctc_loss(m, [item], CTCOptions(negatives=16))
+    assert n == 4 and torch.isfinite(small)

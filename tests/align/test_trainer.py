@@ -148,3 +148,30 @@ def test_ctc_compressed_input_fills_one_slot_per_heard_token(tmp_path, tiny_toke
     assert soft.ctc_compress(audio).shape[1] == m.llm.get_input_embeddings().weight.shape[1]
     with pytest.raises(ValueError, match="CTC head"):
         make_tiny_speech_llm(tiny_tokenizer, speech_input="ctc_top1")
+
+
+def test_ctc_plus_kd_caches_teacher_targets_once(tmp_path, tiny_tokenizer):
+    m = _model(tiny_tokenizer)
+    set_dir = _set(tmp_path, m)
+    objectives = ("objectives=[{name: ctc, batch_size: 4}, {name: kd, weight: 0.5, batch_size: 2, limit: 4, "
+                  "options: {max_response_tokens: 3, questions_only: false, top_k: 8}}]")
+    cfg = load_align_config(None, [f"data.set={set_dir}", "data.heldout=2", f"out_dir={tmp_path / 'kd'}", objectives,
+                                   "loop.progress=false", "loop.eval_every=0", "loop.log_every=1", "loop.max_steps=3",
+                                   "checkpoint.save_every=1"])
+    calls = []
+    import omnishift.align.objectives as obj
+
+    real = obj.OBJECTIVES["kd"]
+    obj.OBJECTIVES["kd"] = real._replace(prepare=lambda *a: (calls.append(1), real.prepare(*a)))
+    try:
+        align(cfg, model=m)
+        log = [json.loads(ln) for ln in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()]
+        assert all("loss_kd" in r and "loss_ctc" in r for r in log)
+        assert len(list((tmp_path / "kd").glob("targets-kd-*.pt"))) == 1 and calls == [1]
+        import shutil
+
+        shutil.rmtree(tmp_path / "kd" / "final")  # a rerun (resume) reuses the cached teacher targets
+        align(cfg, model=_model(tiny_tokenizer), resume=True)
+        assert calls == [1]
+    finally:
+        obj.OBJECTIVES["kd"] = real
