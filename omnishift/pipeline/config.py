@@ -106,7 +106,8 @@ class AlignSection:
             from a fresh adaptor, as in the paper).
         overrides: applied after it; the pipeline then sets ``model`` (the experiment's),
             ``data.set`` and ``out_dir``.
-        set: an existing alignment set (None: build one in ``align/set``).
+        set: the alignment set's folder, used as is once built (None: ``align/set`` of the run);
+            built there (resumably) from ``texts`` / ``n`` / ``seed`` while unfinished.
         texts: source spec of the texts to speak (None: the shared question/instruction texts,
             :func:`omnishift.align.dataset.alignment_texts`).
         n: clips of the built set; workers: its processes; seed: its seed.

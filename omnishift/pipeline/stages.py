@@ -217,7 +217,7 @@ def stage_align(ctx: Context, out: Path) -> dict:
         return {"skipped": "align.config is not set (methods start from a fresh adaptor)"}
     fp = ctx.base_model().processor.frame_policy
     set_dir = Path(ctx.cfg.resolve(a.set)) if a.set else out / "set"
-    if a.set is None:
+    if a.set is None or not (set_dir / "summary.json").is_file():  # build (or finish) it; a finished set is used as is
         texts = None
         if a.texts:
             from omnishift.data.sources import load_source
