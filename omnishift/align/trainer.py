@@ -34,6 +34,27 @@ from omnishift.train.config import build
 log = logging.getLogger(__name__)
 
 
+# what a resumed (or moved) run may change without changing what it computes
+_MAY_DIFFER = {"out_dir", "loop.progress", "loop.log_every", "checkpoint.keep_last"}
+
+
+def _check_same_run(saved: Path, config: AlignConfig) -> None:
+    import yaml
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            out.update(flat(v, key + ".") if isinstance(v, dict) and k != "options" else {key: v})
+        return out
+
+    old, new = flat(yaml.safe_load(saved.read_text()) or {}), flat(config.to_dict())
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _MAY_DIFFER)
+    if diff:
+        raise ValueError(f"{saved.parent}: cannot resume with a different config (changed: {diff}); "
+                         "use a new out_dir for a new run")
+
+
 def build_align_model(config: AlignConfig):
     """A fresh adaptor on the base models (``model`` fields) or a saved speech LLM to continue."""
     from omnishift.models.speech_llm import SpeechLLM
@@ -179,9 +200,8 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
     if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
         raise FileExistsError(f"{out_dir} already holds an alignment run: add --resume or choose a new out_dir")
-    if resume and (out_dir / "config.yaml").is_file() and (out_dir / "config.yaml").read_text() != dump_align_config(config):
-        raise ValueError(f"{out_dir}: cannot resume with a different config (see {out_dir / 'config.yaml'}); "
-                         "use a new out_dir for a new run")
+    if resume and (out_dir / "config.yaml").is_file():
+        _check_same_run(out_dir / "config.yaml", config)
     if resume and final_dir.is_dir():
         return final_dir
     objectives = config.objective_configs()

@@ -175,3 +175,16 @@ def test_ctc_plus_kd_caches_teacher_targets_once(tmp_path, tiny_tokenizer):
         assert calls == [1]
     finally:
         obj.OBJECTIVES["kd"] = real
+
+
+def test_resume_with_another_config_is_refused_but_a_moved_run_is_not(tmp_path, tiny_tokenizer):
+    set_dir = _set(tmp_path, _model(tiny_tokenizer))
+    align(_config(tmp_path, set_dir, "a", max_steps=2), model=_model(tiny_tokenizer))
+    changed = _config(tmp_path, set_dir, "a", max_steps=2)
+    changed.optim.lr = 5e-3
+    with pytest.raises(ValueError, match=r"changed: \['optim.lr'\]"):
+        align(changed, model=_model(tiny_tokenizer), resume=True)
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same run in another folder (e.g. a pipeline's)
+    assert align(_config(tmp_path, set_dir, "b", max_steps=2), model=_model(tiny_tokenizer), resume=True).is_dir()
