@@ -49,10 +49,11 @@ def cmd_listening(args) -> int:
     from omnishift.models.speech_llm import load_speech_llm
     from omnishift.paths import atomic_write_text
 
-    model = load_speech_llm(None if args.model == "base" else args.model)
+    model = load_speech_llm(None if args.model == "base" else args.model, speech_input=args.speech_input)
     text, _ = build_items(args.data, "text", args.limit, args.audio_dir, args.max_response_tokens, model.tokenizer)
     speech, _ = build_items(args.data, "speech", args.limit, args.audio_dir, args.max_response_tokens, model.tokenizer)
-    result = {"model": args.model, "data": args.data, **listening_check(model, text, speech, args.batch_size)}
+    result = {"model": args.model, "data": args.data, "speech_input": model.config.speech_input,
+              **listening_check(model, text, speech, args.batch_size)}
     if args.out:
         atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
@@ -68,5 +69,7 @@ def add_parser(sub) -> None:
     s.add_argument("--audio-dir", help="where missing speech is synthesized")
     s.add_argument("--max-response-tokens", type=int, default=64)
     s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--speech-input", choices=["adaptor", "ctc_top1", "ctc_soft"],
+                   help="read the speech another way than the model folder says (CTC-head models)")
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=cmd_listening)

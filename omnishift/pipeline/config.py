@@ -161,7 +161,9 @@ class EvaluateSection:
     """Args: benchmarks ``{NAME: BenchmarkSpec}``; modes; baselines (``no_ft``: the base LLM's T2T,
     ``cascade``: Whisper ASR -> base LLM, S2T); asr_model (CTranslate2 folder, None: shipped tiny.en);
     prompt; batch_size; max_new_tokens; feature_cache (folder of cached Whisper encoder outputs,
-    shared by every S2T evaluation so each benchmark clip is encoded once; None: encode per model)."""
+    shared by every S2T evaluation so each benchmark clip is encoded once; None: encode per model);
+    listening: held-out items of the listening check per speech model (response PPL with each
+    item's own clip vs another's, :func:`omnishift.evaluate.listening.listening_check`; 0: off)."""
 
     benchmarks: dict = field(default_factory=dict)
     modes: list = field(default_factory=lambda: ["t2t", "s2t"])
@@ -171,6 +173,7 @@ class EvaluateSection:
     batch_size: int = 16
     max_new_tokens: int = 64
     feature_cache: str | None = None
+    listening: int = 0
 
 
 @dataclass

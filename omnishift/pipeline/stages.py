@@ -497,6 +497,21 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
     if (waiting or busy) and ctx.progress.stream is not None:
         print(f"evaluate: this shard skipped {len(waiting)} unit(s) whose model is not trained yet {waiting} and "
               f"{len(busy)} another process holds {busy}; run the shard again later", file=ctx.progress.stream, flush=True)
+    if ev.listening and ctx.shard is None:
+        from omnishift.importance.commands import build_items
+        from omnishift.evaluate.listening import listening_check
+
+        speech_rows = [r for r, src, modes in rows if src == "trained" and "s2t" in modes]
+        for i, row in enumerate(speech_rows, 1):
+            f = out / row / "listening.json"
+            if not f.is_file():
+                model = trained_model(row)
+                src = str(ctx.heldout_manifest())
+                text, _ = build_items(src, "text", ev.listening, None, 64, model.tokenizer)
+                speech, _ = build_items(src, "speech", ev.listening, None, 64, model.tokenizer)
+                atomic_write_text(f, json.dumps({"row": row, "data": src, **listening_check(model, text, speech)},
+                                                indent=2) + "\n")
+            ctx.progress.step("listening", i, len(speech_rows), row)
     return {"evaluations": len(units), "skipped_untrained": waiting, "skipped_busy": busy}
 
 

@@ -200,6 +200,16 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                                   "transcript of the spoken questions", ["Model", *[bench_title(b) for b in benches]],
                                   [[_display(r), *[f"{100 * heard[(r, b)]['wer']:.1f}%" if heard[(r, b)] else "-"
                                                    for b in benches]] for r in heard_rows]))
+        listen = {r: _json(run / "evaluate" / r / "listening.json") for r in order}
+        listen = {r: v for r, v in listen.items() if v}
+        if listen:
+            s.tables.append(Table("listening", "Does the model listen? Response perplexity on held-out items "
+                                  "from text, from the item's own clip and from another item's clip; gain = "
+                                  "ln(PPL other / PPL own) in nats per token (0: the speech carries nothing)",
+                                  ["Model", "items", "PPL text", "PPL own clip", "PPL other clip", "gain (nats)"],
+                                  [[_display(r), v["n"], f"{v['ppl_text']:.2f}", f"{v['ppl_speech']:.2f}",
+                                    f"{v['ppl_speech_mismatched']:.2f}", f"{v['gain_nats']:.3f}"]
+                                   for r, v in listen.items()]))
         distinct = [f"{_display(r)} {bench_title(b)} {d}/{n}" for r in order for b in benches
                     if (r, b, "s2t") in cells and (f := run / "evaluate" / r / b / "s2t" / "items.jsonl").is_file()
                     for d, n in [distinct_answers(f)]]

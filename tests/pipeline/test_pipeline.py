@@ -240,6 +240,7 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
     d["train"] = {"overrides": TRAIN_OVERRIDES, "methods": {"frozen": {}}}
     d["evaluate"]["benchmarks"] = {"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 2}}
     d["evaluate"]["baselines"] = ["no_ft"]
+    d["evaluate"]["listening"] = 3
     cfg = experiment_from_dict(d, "test")
     run_experiment(cfg, stream=None)
     run = cfg.run_dir
@@ -256,6 +257,10 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
 
     md = build_report(run).with_suffix(".md").read_text()
     assert "What the adaptor hears" in md and "Aligned adaptor, frozen LLM" in md and "Adaptor alignment" in md
+    listen = json.loads((run / "evaluate" / "aligned" / "listening.json").read_text())
+    assert listen["n"] == 3 and listen["gain_nats"] == pytest.approx(
+        __import__("math").log(listen["ppl_speech_mismatched"] / listen["ppl_speech"]))
+    assert "Does the model listen?" in md
 
 
 def test_align_needs_a_ctc_head(tmp_path, tiny_parts):
