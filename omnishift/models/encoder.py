@@ -124,8 +124,19 @@ def encode_kept(encoder, features: torch.Tensor, frames: torch.Tensor, short_win
 
 
 def encode_clips(encoder, feature_extractor, policy, audios: list) -> list[torch.Tensor]:
-    """Kept encoder states per clip, ``[(frames_i, C)]``, under a :class:`~omnishift.models.processor.FramePolicy`."""
+    """Kept encoder states per clip, ``[(frames_i, C)]``, under a :class:`~omnishift.models.processor.FramePolicy`.
+
+    Under ``clip`` the log-mel is computed only over the kept window (the clip zero-padded to it):
+    the same values as the 30-s window's first frames (its tail is zeros too, and the log-mel floor
+    is set by the loudest frame, which lies in the clip) at a tenth of the cost.
+    """
     frames = torch.tensor([policy.encoder_frames(len(a)) for a in audios], dtype=torch.long)
-    feats = log_mel_features(feature_extractor, audios)  # N, n_mels, 3000
+    if policy.short_window:
+        n = 2 * int(frames.max()) * feature_extractor.hop_length + feature_extractor.hop_length  # samples
+        padded = [np.pad(np.asarray(a, dtype=np.float32), (0, max(0, n - len(a)))) for a in audios]
+        feats = feature_extractor(padded, sampling_rate=16000, return_tensors="pt",
+                                  padding="longest")["input_features"]  # N, n_mels, >= 2 max(frames)
+    else:
+        feats = log_mel_features(feature_extractor, audios)  # N, n_mels, 3000
     states = encode_kept(encoder, feats, frames, policy.short_window)
     return [states[i, :f] for i, f in enumerate(frames.tolist())]
