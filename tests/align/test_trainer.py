@@ -47,16 +47,28 @@ def test_set_round_trip(tmp_path, tiny_tokenizer):
                                rtol=0, atol=2e-3)  # stored as fp16
 
 
-def test_ctc_loss_falls_and_final_folder_loads(tmp_path, tiny_tokenizer):
-    m = _model(tiny_tokenizer)
-    set_dir = _set(tmp_path, m)
-    final = align(_config(tmp_path, set_dir, max_steps=80), model=m)
+def test_ctc_loss_falls_on_synthesized_speech_and_final_folder_loads(tmp_path, tiny_tokenizer):
+    """The issue's acceptance test: a tiny random encoder/LLM pair aligned on a handful of eSpeak NG
+    clips (built by the real alignment-set builder); the CTC loss falls."""
+    from omnishift.align.dataset import build_alignment_set
+
+    cfg = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="clip",
+                          k=1)  # byte-level tiny tokenizer: one CTC label per character, so one embedding per frame
+    m = SpeechLLM.from_config(cfg)
+    texts = [(f"t{i}", w) for i, w in enumerate(["Hi there.", "Yes, please.", "No way.", "Red sun.", "Blue sky.",
+                                                 "One, two.", "Cat and dog.", "Up and down."])]
+    set_dir = tmp_path / "set"
+    build_alignment_set(set_dir, 10, encoder=cfg.encoder, policy={"policy": "clip", "k": 1}, workers=1,
+                        shard_size=5, texts=texts, progress=False)
+    final = align(_config(tmp_path, set_dir, max_steps=60), model=m)
     log = [json.loads(ln) for ln in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     first, last = log[0]["loss_ctc"], log[-1]["loss_ctc"]
     assert last < 0.5 * first, (first, last)
     assert "dev_wer" in log[-1]
     meta = json.loads((final / "omnishift_config.json").read_text())
     assert meta["llm_format"] == "base" and not (final / "llm").exists()  # the LLM is untouched: no copy
+    loaded = SpeechLLM.from_pretrained(final)
+    torch.testing.assert_close(loaded.llm.get_input_embeddings().weight, m.llm.get_input_embeddings().weight)
 
 
 def test_resume_after_a_kill_is_bit_exact(tmp_path, tiny_tokenizer):
