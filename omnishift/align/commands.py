@@ -61,6 +61,14 @@ def cmd_eval_ctc(args) -> int:
     from omnishift.models.speech_llm import SpeechLLM
 
     model = SpeechLLM.from_pretrained(args.model)
+    if args.checkpoint:  # the adaptor of an intermediate checkpoint of the same run (a learning curve)
+        from safetensors.torch import load_file
+
+        sd = load_file(str(Path(args.checkpoint) / "trainable.safetensors"))
+        adaptor = {k[len("adaptor."):]: v for k, v in sd.items() if k.startswith("adaptor.")}
+        if not adaptor:
+            raise ValueError(f"{args.checkpoint}: no adaptor weights in trainable.safetensors (not an align checkpoint)")
+        model.adaptor.load_state_dict(adaptor)
     examples = load_benchmark(args.benchmark, ["s2t"], args.limit, args.subset, args.seed, args.audio_dir)
     summary = eval_ctc(model, examples, args.out)
     print(json.dumps({"model": args.model, "benchmark": args.benchmark, **summary}))
@@ -96,5 +104,7 @@ def add_parser(sub) -> None:
     s.add_argument("--subset", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
+    s.add_argument("--checkpoint", help="use the adaptor of this checkpoint folder of the same run "
+                                        "(e.g. runs/align/ctc/checkpoints/step-00001000)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_eval_ctc)
