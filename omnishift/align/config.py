@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
-from omnishift.train.config import ConfigError, apply_override, build
+from omnishift.train.config import ConfigError, build, read_yaml
 
 
 @dataclass
@@ -113,16 +113,7 @@ class AlignConfig:
 
 def load_align_config(yaml_path: str | Path | None, overrides: list[str] | tuple = ()) -> AlignConfig:
     """Read an align YAML, apply ``section.key=value`` overrides, validate everything."""
-    data, origin = {}, "defaults"
-    if yaml_path is not None:
-        origin = str(yaml_path)
-        if not Path(yaml_path).is_file():
-            raise FileNotFoundError(f"align config {yaml_path} not found")
-        data = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{yaml_path}: top level must be a mapping of sections")
-    for o in overrides:
-        data = apply_override(data, o)
+    data, origin = read_yaml(yaml_path, overrides, "align config")
     cfg = build(AlignConfig, data, "", origin)
     cfg.objective_configs()
     if cfg.loop.max_steps < 1 or cfg.optim.lr <= 0:

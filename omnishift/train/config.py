@@ -267,12 +267,22 @@ def load_config(yaml_path: str | Path | None, overrides: list[str] | tuple = ())
     Raises:
         ConfigError: unknown keys (naming the key, the file and the valid keys), bad values.
     """
-    data = {}
-    origin = "defaults"
+    data, origin = read_yaml(yaml_path, overrides, "training config")
+    return config_from_dict(data, origin)
+
+
+def read_yaml(yaml_path: str | Path | None, overrides: list[str] | tuple = (), what: str = "config") -> tuple[dict, str]:
+    """A config YAML as a dict with ``section.key=value`` overrides applied, and where it came from.
+
+    Raises:
+        FileNotFoundError: ``yaml_path`` does not exist (named as ``what``).
+        ConfigError: the top level is not a mapping; an override is malformed.
+    """
+    data, origin = {}, "defaults"
     if yaml_path is not None:
         origin = str(yaml_path)
         if not Path(yaml_path).is_file():
-            raise FileNotFoundError(f"training config {yaml_path} not found")
+            raise FileNotFoundError(f"{what} {yaml_path} not found")
         data = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{yaml_path}: top level must be a mapping of sections")
@@ -280,7 +290,7 @@ def load_config(yaml_path: str | Path | None, overrides: list[str] | tuple = ())
         data = apply_override(data, o)
     if overrides:
         origin += " (with overrides " + " ".join(overrides) + ")"
-    return config_from_dict(data, origin)
+    return data, origin
 
 
 def dump_config(cfg: TrainConfig) -> str:
