@@ -51,6 +51,14 @@ def cmd_train(args) -> int:
     from omnishift.train.trainer import train
 
     print(train(load_config(args.config, args.overrides), resume=args.resume))
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        # under `accelerate launch`: tear the process group down before the interpreter exits, or a
+        # rank can abort in gloo's thread teardown ("terminate called without an active exception",
+        # seen on a loaded 2-core machine) after the run has finished and saved
+        tdist.barrier()
+        tdist.destroy_process_group()
     return 0
 
 
