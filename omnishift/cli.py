@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline(sub)
 
     s = sub.add_parser("demo", help="the whole pipeline at toy scale on the default models and built-in data "
-                                    "(~5 min on 2 quiet CPU cores); prints the report's path")
+                                    "(minutes on 2 CPU cores, see README); prints the report's path")
     s.add_argument("overrides", nargs="*", help="key=value overrides of the demo experiment (builtin:demo.yaml)")
     s.add_argument("--out-root", default="runs", help="parent of the run folder (default: runs -> runs/demo)")
     s.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again")
