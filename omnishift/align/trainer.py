@@ -14,6 +14,7 @@ from the step alone, so a resume needs no data cursor.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -105,16 +106,11 @@ def order_position(step: int, batch_size: int, n: int, seed: int, stream: int) -
     return out
 
 
-_PERMS: dict = {}
-
-
+@functools.lru_cache(maxsize=8)
 def _perm(n: int, seed: int, stream: int, epoch: int) -> torch.Tensor:
-    key = (n, seed, stream, epoch)
-    if key not in _PERMS:
-        _PERMS.clear() if len(_PERMS) > 8 else None
-        g = torch.Generator().manual_seed(seed * 1_000_003 + stream * 10_007 + epoch)
-        _PERMS[key] = torch.randperm(n, generator=g)
-    return _PERMS[key]
+    """The item order of one objective's epoch (cached: a step reads one or two epochs)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + stream * 10_007 + epoch)
+    return torch.randperm(n, generator=g)
 
 
 @torch.no_grad()
