@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
-from omnishift.train.config import ConfigError, build, read_yaml
+from omnishift.train.config import CheckpointConfig, ConfigError, build, read_yaml
 
 
 @dataclass
@@ -72,12 +72,6 @@ class AlignLoop:
 
 
 @dataclass
-class AlignCheckpoint:
-    save_every: int = 250
-    keep_last: int = 2
-
-
-@dataclass
 class AlignConfig:
     """One alignment run (see the module docstring)."""
 
@@ -87,7 +81,7 @@ class AlignConfig:
     objectives: list = field(default_factory=lambda: [{"name": "ctc"}])
     optim: AlignOptim = field(default_factory=AlignOptim)
     loop: AlignLoop = field(default_factory=AlignLoop)
-    checkpoint: AlignCheckpoint = field(default_factory=AlignCheckpoint)
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_every=250))
     out_dir: str = "runs/align"
 
     def to_dict(self) -> dict:
