@@ -30,30 +30,13 @@ from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_loss
 from omnishift.paths import atomic_write_text
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
-from omnishift.train.config import build
+from omnishift.train.config import build, check_same_run
 
 log = logging.getLogger(__name__)
 
 
 # what a resumed (or moved) run may change without changing what it computes
-_MAY_DIFFER = {"out_dir", "loop.progress", "loop.log_every", "checkpoint.keep_last"}
-
-
-def _check_same_run(saved: Path, config: AlignConfig) -> None:
-    import yaml
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            out.update(flat(v, key + ".") if isinstance(v, dict) and k != "options" else {key: v})
-        return out
-
-    old, new = flat(yaml.safe_load(saved.read_text()) or {}), flat(config.to_dict())
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _MAY_DIFFER)
-    if diff:
-        raise ValueError(f"{saved.parent}: cannot resume with a different config (changed: {diff}); "
-                         "use a new out_dir for a new run")
+_MAY_DIFFER = {("out_dir",), ("loop", "progress"), ("loop", "log_every"), ("checkpoint",)}
 
 
 def build_align_model(config: AlignConfig):
@@ -196,8 +179,8 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
     if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
         raise FileExistsError(f"{out_dir} already holds an alignment run: add --resume or choose a new out_dir")
-    if resume and (out_dir / "config.yaml").is_file():
-        _check_same_run(out_dir / "config.yaml", config)
+    if resume:
+        check_same_run(out_dir, config.to_dict(), _MAY_DIFFER)
     if resume and final_dir.is_dir():
         return final_dir
     objectives = config.objective_configs()

@@ -293,6 +293,39 @@ def read_yaml(yaml_path: str | Path | None, overrides: list[str] | tuple = (), w
     return data, origin
 
 
+def _flatten(d: dict, prefix=()) -> dict:
+    out = {}
+    for k, v in d.items():
+        key = prefix + (k,)
+        if isinstance(v, dict) and k != "options":
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def check_same_run(out_dir: Path, new: dict, may_differ: set) -> None:
+    """A resumed run must compute the same thing: compare ``new`` with the saved ``config.yaml``.
+
+    Args:
+        out_dir: the run folder (nothing to check when it holds no ``config.yaml``).
+        new: the resuming run's config as a nested dict.
+        may_differ: key-path prefixes (tuples) whose values do not change what the run computes.
+
+    Raises:
+        ValueError: naming the changed keys.
+    """
+    saved = Path(out_dir) / "config.yaml"
+    if not saved.is_file():
+        return
+    old, cur = _flatten(yaml.safe_load(saved.read_text()) or {}), _flatten(new)
+    diff = sorted(".".join(k) for k in set(old) | set(cur) if old.get(k) != cur.get(k)
+                  and not any(k[:len(p)] == p for p in may_differ))
+    if diff:
+        raise ValueError(f"{out_dir}: cannot resume with a different config (changed: {diff}); "
+                         "use a new out_dir for a new run")
+
+
 def dump_config(cfg: TrainConfig) -> str:
     """YAML text of ``cfg`` that :func:`load_config` reads back to an equal config."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -52,7 +52,7 @@ from omnishift.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from omnishift.train.config import TrainConfig, dump_config
+from omnishift.train.config import TrainConfig, check_same_run, dump_config
 from omnishift.train.methods import ParamGroup, setup_method
 from omnishift.train.tensorboard_log import TB_DIR, TensorBoardLog
 
@@ -168,32 +168,6 @@ def build_optimizer(groups: list[ParamGroup], config: TrainConfig) -> torch.opti
     )
 
 
-def _flatten(d: dict, prefix=()) -> dict:
-    out = {}
-    for k, v in d.items():
-        key = prefix + (k,)
-        if isinstance(v, dict) and k != "options":
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
-def _check_same_run(out_dir: Path, config: TrainConfig) -> None:
-    """A resumed run must compute the same thing: compare against the saved ``config.yaml``."""
-    import yaml
-
-    saved_file = out_dir / "config.yaml"
-    if not saved_file.is_file():
-        return
-    old, new = _flatten(yaml.safe_load(saved_file.read_text()) or {}), _flatten(config.to_dict())
-    diff = sorted(".".join(k) for k in set(old) | set(new) if old.get(k) != new.get(k)
-                  and not any(k[:len(p)] == p for p in _RESUME_MAY_DIFFER))
-    if diff:
-        raise ValueError(f"{out_dir}: cannot resume with a different config (changed: {diff}); "
-                         "use a new out_dir for a new run")
-
-
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log records past ``step`` (written by the killed run after its last checkpoint)."""
     if path.is_file():
@@ -227,7 +201,7 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
         raise FileExistsError(f"{out_dir} already holds a run: resume it (resume=True) or choose a new out_dir")
     if resume:
-        _check_same_run(out_dir, config)
+        check_same_run(out_dir, config.to_dict(), _RESUME_MAY_DIFFER)
         if final_dir.is_dir():
             log.info("%s is already trained", final_dir)
             return final_dir
