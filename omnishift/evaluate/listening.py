@@ -45,13 +45,15 @@ def listening_check(model, text_items: list[dict], speech_items: list[dict], bat
 
 def cmd_listening(args) -> int:
     """``omnishift eval-listening MODEL --data SPEC``: the check above, as JSON."""
-    from omnishift.importance.commands import build_items
+    from omnishift.data.items import build_items
     from omnishift.models.speech_llm import load_speech_llm
     from omnishift.paths import atomic_write_text
 
     model = load_speech_llm(None if args.model == "base" else args.model, speech_input=args.speech_input)
-    text, _ = build_items(args.data, "text", args.limit, args.audio_dir, args.max_response_tokens, model.tokenizer)
-    speech, _ = build_items(args.data, "speech", args.limit, args.audio_dir, args.max_response_tokens, model.tokenizer)
+    text, _ = build_items(args.data, "text", limit=args.limit, audio_dir=args.audio_dir,
+                          max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)
+    speech, _ = build_items(args.data, "speech", limit=args.limit, audio_dir=args.audio_dir,
+                            max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)
     result = {"model": args.model, "data": args.data, "speech_input": model.config.speech_input,
               **listening_check(model, text, speech, args.batch_size)}
     if args.out:

@@ -14,49 +14,6 @@ import json
 from pathlib import Path
 
 
-def build_items(spec: str, modality: str, limit: int | None, audio_dir: str | None, max_response_tokens: int | None,
-                tokenizer=None, on_error: str = "raise") -> tuple[list[dict], dict]:
-    """Processor items (prompt, response[, audio]) for an importance or perplexity pass.
-
-    Returns:
-        ``(items, info)`` where ``info`` counts what was loaded and skipped.
-    """
-    from omnishift.data.audio import load_audio
-    from omnishift.data.manifest import SkipReport
-    from omnishift.data.sources import load_source
-    from omnishift.models.processor import s2t_prompt, t2t_prompt
-
-    # hf: datasets decode their audio into WAVs, so they need a folder for it before anything else
-    extra = {"audio_dir": Path(audio_dir) / "hf"} if spec.startswith("hf:") and audio_dir else {}
-    if spec.startswith("hf:") and not audio_dir:
-        raise ValueError(f"{spec}: an HF dataset's audio is decoded to WAV files: set the audio folder "
-                         "(data.audio_dir for training, --audio-dir for importance)")
-    examples = [e for e in load_source(spec, limit=limit, **extra) if e.response]
-    if not examples:
-        raise ValueError(f"{spec}: no examples with a response; importance needs prompt/response pairs")
-    if max_response_tokens and tokenizer is not None:
-        for e in examples:
-            ids = tokenizer(e.response, add_special_tokens=False)["input_ids"]
-            if len(ids) > max_response_tokens:
-                e.response = tokenizer.decode(ids[:max_response_tokens])
-    report = SkipReport()
-    if modality == "text":
-        items = [{"prompt": t2t_prompt(e.text), "response": e.response} for e in examples]
-    else:
-        from omnishift.data.synth import ensure_audio
-
-        examples, _ = ensure_audio(examples, audio_dir)
-        items = []
-        for e in examples:
-            try:
-                items.append({"prompt": s2t_prompt(), "audio": load_audio(e.audio, item=e.id), "response": e.response})
-            except ValueError as err:
-                if on_error != "skip":
-                    raise
-                report.add(e.id, str(err))
-    return items, {"source": spec, "examples": len(examples), "items": len(items), "skipped": report.count}
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("importance", help="parameter-importance analysis (paper Sec. 2)")
     isub = p.add_subparsers(dest="importance_command", required=True, metavar="ACTION")
@@ -126,11 +83,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_compute(args) -> int:
+    from omnishift.data.items import build_items
     from omnishift.models.speech_llm import load_speech_llm
     from omnishift.importance.estimator import ImportanceConfig, compute_importance
 
     model = load_speech_llm(args.model)
-    items, info = build_items(args.data, args.modality, args.limit, args.audio_dir, args.max_response_tokens, model.tokenizer)
+    items, info = build_items(args.data, args.modality, limit=args.limit, audio_dir=args.audio_dir,
+                              max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)
     cfg = ImportanceConfig(mode=args.mode, modality=args.modality, fraction=args.fraction, batch_size=args.batch_size,
                            seed=args.seed, dtype=args.dtype)
     meta = {"model": args.model or f"{model.config.llm} + {model.config.encoder}", "data": info}
@@ -149,14 +108,16 @@ def cmd_compute(args) -> int:
 
 
 def cmd_deactivate(args) -> int:
+    from omnishift.data.items import build_items
     from omnishift.importance.deactivate import deactivation_table, write_table
     from omnishift.models.speech_llm import load_speech_llm
 
     model = load_speech_llm(args.model)
-    sets = {"text": build_items(args.text_data, "text", args.limit, None, args.max_response_tokens, model.tokenizer)[0]}
+    sets = {"text": build_items(args.text_data, "text", limit=args.limit, max_response_tokens=args.max_response_tokens,
+                                     tokenizer=model.tokenizer)[0]}
     if args.speech_data:
-        sets["speech"] = build_items(args.speech_data, "speech", args.limit, args.audio_dir,
-                                     args.max_response_tokens, model.tokenizer)[0]
+        sets["speech"] = build_items(args.speech_data, "speech", limit=args.limit, audio_dir=args.audio_dir,
+                                     max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)[0]
     rows = deactivation_table(model, args.scores, sets, fraction=args.fraction, per_matrix=args.per_matrix,
                               scope=args.scope)
     md, _ = write_table(rows, args.out, args.fraction, label=args.model or model.config.llm)

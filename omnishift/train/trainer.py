@@ -52,7 +52,8 @@ from omnishift.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from omnishift.train.config import TrainConfig, check_same_run, dump_config
+from omnishift.schema import check_same_run
+from omnishift.train.config import TrainConfig, dump_config
 from omnishift.train.methods import ParamGroup, setup_method
 from omnishift.train.tensorboard_log import TB_DIR, TensorBoardLog
 
@@ -72,19 +73,19 @@ def build_model(config: TrainConfig):
 
 
 def build_items(config: TrainConfig, tokenizer=None) -> list[dict]:
-    """Processor items from ``config.data`` (minimal seam: reuses the importance item builder).
+    """Processor items from ``config.data`` (:func:`omnishift.data.items.build_items`).
 
     Returns:
         ``[{"prompt", "audio", "response"}, ...]``; speech items synthesize missing audio into
         ``data.audio_dir``. Replace this function to add manifests or cached encoder features.
     """
-    from omnishift.importance.commands import build_items as _build
+    from omnishift.data.items import build_items as _build
 
     d = config.data
     if not d.source:
         raise ValueError("no training data: set data.source (e.g. instructions:alpaca_gpt4_llamafactory_demo1k) "
                          "or pass items= to train()")
-    items, info = _build(d.source, d.modality, d.limit, d.audio_dir, None, tokenizer)
+    items, info = _build(d.source, d.modality, limit=d.limit, audio_dir=d.audio_dir, tokenizer=tokenizer)
     log.info("training items: %s", info)
     return items
 

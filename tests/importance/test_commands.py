@@ -31,7 +31,7 @@ def test_build_items_hf_source_gets_an_audio_folder(tmp_path, monkeypatch):
     """hf: sources decode audio to WAVs: the item builder (training, importance) passes a folder."""
     import omnishift.data.sources as sources
     from omnishift.data.manifest import Example
-    from omnishift.importance.commands import build_items
+    from omnishift.data.items import build_items
 
     seen = {}
 
@@ -40,8 +40,8 @@ def test_build_items_hf_source_gets_an_audio_folder(tmp_path, monkeypatch):
         return [Example(id="x1", text="question?", response="answer.")]
 
     monkeypatch.setattr(sources, "load_hf_dataset", fake)
-    items, info = build_items("hf:GSQA/spoken-alpaca-gpt4:train", "text", None, str(tmp_path), None)
+    items, info = build_items("hf:GSQA/spoken-alpaca-gpt4:train", "text", audio_dir=str(tmp_path))
     assert seen == {"name": "GSQA/spoken-alpaca-gpt4", "split": "train", "audio_dir": tmp_path / "hf"}
     assert items[0]["response"] == "answer." and info["items"] == 1
     with pytest.raises(ValueError, match="data.audio_dir"):
-        build_items("hf:GSQA/spoken-alpaca-gpt4", "text", None, None, None)
+        build_items("hf:GSQA/spoken-alpaca-gpt4", "text")

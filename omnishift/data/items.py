@@ -1,0 +1,63 @@
+"""Processor items from a data source: the one place prompts, responses and audio are paired.
+
+Why here (and not in a command module): the trainer, the importance pass, the pipeline and the
+listening test all need the same items; they import this, never a CLI module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir: str | None = None,
+                max_response_tokens: int | None = None, tokenizer=None, on_error: str = "raise") -> tuple[list[dict], dict]:
+    """Processor items (prompt, response[, audio]) of a data source, for training, importance,
+    perplexity and listening passes alike.
+
+    Args:
+        spec: a source spec (:func:`omnishift.data.sources.load_source`), e.g.
+            ``instructions:alpaca_gpt4_llamafactory_demo1k``, a manifest path or ``hf:REPO:SPLIT``.
+        modality: ``text`` (T2T prompt with the instruction) or ``speech`` (S2T prompt + audio;
+            missing audio is synthesized into ``audio_dir``).
+        limit: read at most this many examples.
+        audio_dir: where synthesized / decoded audio goes (needed for ``hf:`` sources).
+        max_response_tokens: cut responses to this many tokens of ``tokenizer``.
+        on_error: ``raise`` on unreadable audio, or ``skip`` (counted in ``info["skipped"]``).
+
+    Returns:
+        ``(items, info)`` where ``info`` counts what was loaded and skipped.
+    """
+    from omnishift.data.audio import load_audio
+    from omnishift.data.manifest import SkipReport
+    from omnishift.data.sources import load_source
+    from omnishift.models.processor import s2t_prompt, t2t_prompt
+
+    # hf: datasets decode their audio into WAVs, so they need a folder for it before anything else
+    extra = {"audio_dir": Path(audio_dir) / "hf"} if spec.startswith("hf:") and audio_dir else {}
+    if spec.startswith("hf:") and not audio_dir:
+        raise ValueError(f"{spec}: an HF dataset's audio is decoded to WAV files: set the audio folder "
+                         "(data.audio_dir for training, --audio-dir for importance)")
+    examples = [e for e in load_source(spec, limit=limit, **extra) if e.response]
+    if not examples:
+        raise ValueError(f"{spec}: no examples with a response; importance needs prompt/response pairs")
+    if max_response_tokens and tokenizer is not None:
+        for e in examples:
+            ids = tokenizer(e.response, add_special_tokens=False)["input_ids"]
+            if len(ids) > max_response_tokens:
+                e.response = tokenizer.decode(ids[:max_response_tokens])
+    report = SkipReport()
+    if modality == "text":
+        items = [{"prompt": t2t_prompt(e.text), "response": e.response} for e in examples]
+    else:
+        from omnishift.data.synth import ensure_audio
+
+        examples, _ = ensure_audio(examples, audio_dir)
+        items = []
+        for e in examples:
+            try:
+                items.append({"prompt": s2t_prompt(), "audio": load_audio(e.audio, item=e.id), "response": e.response})
+            except ValueError as err:
+                if on_error != "skip":
+                    raise
+                report.add(e.id, str(err))
+    return items, {"source": spec, "examples": len(examples), "items": len(items), "skipped": report.count}
