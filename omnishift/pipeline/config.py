@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
-from omnishift.train.config import ConfigError, apply_override, build
+from omnishift.schema import ConfigError, apply_override, build
 
 STAGES = ("data", "importance", "deactivation", "align", "train", "importance_after", "shift", "change", "evaluate",
           "ablation", "report")

@@ -15,9 +15,10 @@ it needs to, as LoRA does), and returns the optimizer parameter groups as :class
 
 Adding a method is one file and one line: write ``omnishift/train/my_method.py`` with an options
 dataclass and ``setup(model, options) -> list[ParamGroup]`` (see :mod:`.region_freeze`), and add
-``"my_method": Method(my_method.setup, my_method.Options)`` to :data:`METHODS`. The config loader
-then validates its options and the trainer builds its optimizer with no further change. (Import
-``ParamGroup`` and helpers from this module inside ``setup``: this module imports your file.)
+``"my_method": Method(my_method.setup, my_method.Options, "My method")`` to :data:`METHODS`. The config loader
+then validates its options and the trainer builds its optimizer with no further change. Your file
+takes ``ParamGroup`` and the shared groups from :mod:`.param_groups` (never from this module, which
+imports your file).
 
 Layer-LR outside the decoder layers: eq. 3 defines coefficients only for decoder layers (I_layer
 sums layer parameters only), so embeddings, the final norm and an untied lm_head keep scale
@@ -34,54 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-import torch
-
 from omnishift.importance.scores import MODULES, parse_param_name
-
-
-@dataclass
-class ParamGroup:
-    """One optimizer parameter group.
-
-    Args:
-        name: shown in logs and kept in the optimizer's ``param_groups`` (``"llm.layer.3"``).
-        params: the parameters (each in exactly one group).
-        lr_scale: multiplies the base LR.
-        lr_key: which base LR: ``"lr"`` (LLM) or ``"adaptor_lr"``.
-        fixed: ``{index into params: flat element indices}`` that must not change: the trainer
-            zeroes their gradient before clipping and writes their values back after every
-            optimizer step, so they are bitwise fixed whatever AdamW's decay or moments do.
-    """
-
-    name: str
-    params: list[torch.nn.Parameter]
-    lr_scale: float = 1.0
-    lr_key: str = "lr"
-    fixed: dict[int, torch.Tensor] = field(default_factory=dict)
+from omnishift.schema import ConfigError, build
+from omnishift.train import region_freeze
+from omnishift.train.param_groups import NoOptions, ParamGroup, adaptor_group, setup_full
 
 
 class Method(NamedTuple):
-    """A registry entry: ``setup(model, options) -> list[ParamGroup]`` and its options dataclass."""
+    """A registry entry: ``setup(model, options) -> list[ParamGroup]``, its options dataclass and
+    the row name tables and figures show for it."""
 
     setup: Callable[[Any, Any], list[ParamGroup]]
     options: type
-
-
-@dataclass
-class NoOptions:
-    """Methods without options."""
-
-
-def adaptor_group(model) -> ParamGroup:
-    """The adaptor, trained fully at ``adaptor_lr`` by every method (it starts from random)."""
-    model.adaptor.requires_grad_(True)
-    return ParamGroup("adaptor", list(model.adaptor.parameters()), lr_key="adaptor_lr")
-
-
-def setup_full(model, options: NoOptions) -> list[ParamGroup]:
-    """Full-FT: adaptor + all LLM parameters (tied embeddings are one tensor, listed once)."""
-    model.llm.requires_grad_(True)
-    return [adaptor_group(model), ParamGroup("llm", list(model.llm.parameters()))]
+    display: str = ""
 
 
 def setup_frozen(model, options: NoOptions) -> list[ParamGroup]:
@@ -157,8 +123,6 @@ def setup_lora(model, options: LoraOptions) -> list[ParamGroup]:
 
 def parse_options(name: str, options: dict | None, origin: str = "config"):
     """Validate ``method.options`` for method ``name``; returns its options dataclass."""
-    from omnishift.train.config import ConfigError, build
-
     if name not in METHODS:
         raise ConfigError(f"{origin}: unknown method.name {name!r}; valid methods: {sorted(METHODS)}")
     return build(METHODS[name].options, options or {}, "method.options", origin)
@@ -186,13 +150,11 @@ def setup_method(model, name: str, options: dict | None) -> list[ParamGroup]:
     return groups
 
 
-from omnishift.train import region_freeze  # noqa: E402  (imports ParamGroup/setup_full from here)
-
 #: The registry: method name -> Method(setup, options dataclass).
 METHODS: dict[str, Method] = {
-    "full": Method(setup_full, NoOptions),
-    "layer_lr": Method(setup_layer_lr, LayerLROptions),
-    "lora": Method(setup_lora, LoraOptions),
-    "frozen": Method(setup_frozen, NoOptions),
-    "region_freeze": Method(region_freeze.setup, region_freeze.Options),
+    "full": Method(setup_full, NoOptions, "Full-FT"),
+    "layer_lr": Method(setup_layer_lr, LayerLROptions, "Layer-LR"),
+    "lora": Method(setup_lora, LoraOptions, "LoRA"),
+    "frozen": Method(setup_frozen, NoOptions, "Frozen LLM"),
+    "region_freeze": Method(region_freeze.setup, region_freeze.Options, "Region-freeze"),
 }

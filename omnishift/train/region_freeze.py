@@ -25,6 +25,7 @@ import torch
 
 from omnishift.importance.scores import SCORES_FILE
 from omnishift.importance.threshold import stream_safetensors, top_k_masks
+from omnishift.train.param_groups import setup_full
 
 
 @dataclass
@@ -80,8 +81,6 @@ def top_fraction_indices(scores: str | Path, fraction: float, shapes: dict[str, 
 
 def setup(model, options: Options):
     """Full-FT groups, with the top-``fraction`` entries of the LLM group marked fixed."""
-    from omnishift.train.methods import setup_full
-
     groups = setup_full(model, None)
     llm = next(g for g in groups if g.name == "llm")
     named = dict(model.llm.named_parameters())
