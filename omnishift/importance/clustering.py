@@ -208,7 +208,7 @@ def plot_grid(panels: dict[str, dict[str, tuple[torch.Tensor, str]]], out_png: s
     Returns:
         ``out_png`` as a Path.
     """
-    from omnishift.report.figures import pyplot, save_figure
+    from omnishift.plotting import pyplot, save_figure
 
     plt = pyplot()
     cols: list[str] = []

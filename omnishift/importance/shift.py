@@ -101,7 +101,7 @@ def compare_score_dirs(a: str | Path, b: str | Path) -> dict:
 
 def plot_layer_distributions(runs: dict[str, str | Path], out_png: str | Path, title: str = "") -> Path:
     """Fig. 2-3: normalised I_layer(i) of several checkpoints on one plot."""
-    from omnishift.report.figures import pyplot, save_figure
+    from omnishift.plotting import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(8, 4))
     for label, path in runs.items():

@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from omnishift import runs
 from omnishift.paths import atomic_write_text
+from omnishift.runs import DONE
 from omnishift.pipeline.config import STAGES, ExperimentConfig, dump_experiment
 
-DONE = "DONE"
 
 
 def _fmt_s(seconds: float) -> str:
@@ -96,8 +97,7 @@ def stage_dir(run_dir: Path, stage: str) -> Path:
 
 def read_marker(run_dir: Path, stage: str) -> dict | None:
     """The ``DONE`` marker of ``stage`` in ``run_dir`` (None when the stage is not finished)."""
-    f = stage_dir(run_dir, stage) / DONE
-    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+    return runs.read_marker(stage_dir(run_dir, stage).parent, stage)
 
 
 def fingerprint(cfg: ExperimentConfig) -> str:

@@ -17,18 +17,10 @@ from pathlib import Path
 
 from omnishift.paths import atomic_write_text
 from omnishift.pipeline.claims import claimed
+from omnishift.report.names import display
+from omnishift.runs import read_marker
 
 log = logging.getLogger(__name__)
-
-#: Row names of the tables for labels that are method names.
-DISPLAY = {"full": "Full-FT", "layer_lr": "Layer-LR", "lora": "LoRA", "frozen": "Frozen LLM",
-           "aligned": "Aligned adaptor, frozen LLM",
-           "region_freeze": "Region-freeze", "no_ft": "No-FT", "cascade": "Cascade (ASR → LLM)"}
-
-
-def display(label: str) -> str:
-    return DISPLAY.get(label, label)
-
 
 class Context:
     """What stages share: the config, the run folder, progress, and the base model (loaded once).
@@ -53,8 +45,6 @@ class Context:
 
     def require(self, stage: str, what: str) -> Path:
         """The folder of a finished ``stage`` (raises naming the stage to run first)."""
-        from omnishift.pipeline.runner import read_marker
-
         if read_marker(self.run_dir, stage) is None:
             raise ValueError(f"{what} needs the outputs of stage {stage!r}, which has not finished in "
                                f"{self.run_dir}: add it to `stages` (or drop `stages` to run everything)")
@@ -153,14 +143,14 @@ def stage_data(ctx: Context, out: Path) -> dict:
 # ---- importance ------------------------------------------------------------------------------
 def _score(ctx: Context, model, modality: str, out: Path, meta: dict) -> Path:
     """One importance pass on the training manifest (skipped when ``out`` is complete)."""
-    from omnishift.importance.commands import build_items
+    from omnishift.data.items import build_items
     from omnishift.importance.estimator import ImportanceConfig, compute_importance
 
     if (out / "modules.csv").is_file():
         return out
     imp = ctx.cfg.importance
-    items, info = build_items(str(ctx.train_manifest), modality, imp.limit, None, imp.max_response_tokens,
-                              model.tokenizer)
+    items, info = build_items(str(ctx.train_manifest), modality, limit=imp.limit,
+                              max_response_tokens=imp.max_response_tokens, tokenizer=model.tokenizer)
     cfg = ImportanceConfig(mode=imp.mode, modality=modality, fraction=imp.fraction, batch_size=imp.batch_size,
                            seed=imp.seed)
     return compute_importance(model, items, cfg, out, extra_meta={**meta, "data": info})
@@ -188,7 +178,7 @@ def stage_importance(ctx: Context, out: Path) -> dict:
 
 def stage_deactivation(ctx: Context, out: Path) -> dict:
     """Table 1: held-out PPL (text and speech input) after zeroing top / bottom / random k%."""
-    from omnishift.importance.commands import build_items
+    from omnishift.data.items import build_items
     from omnishift.importance.deactivate import deactivation_table, write_table
 
     d, model = ctx.cfg.deactivation, ctx.base_model()
@@ -196,7 +186,8 @@ def stage_deactivation(ctx: Context, out: Path) -> dict:
         return {"skipped": "deactivation.enabled is false"}
     scores = ctx.text_scores("deactivation")
     src = str(ctx.heldout_manifest())
-    sets = {m: build_items(src, m, d.limit, None, d.max_response_tokens, model.tokenizer)[0] for m in ("text", "speech")}
+    sets = {m: build_items(src, m, limit=d.limit, max_response_tokens=d.max_response_tokens,
+                                 tokenizer=model.tokenizer)[0] for m in ("text", "speech")}
     rows = deactivation_table(model, scores, sets, fraction=d.fraction, scope=d.scope, batch_size=d.batch_size,
                               progress=ctx.progress.stream is not None)
     write_table(rows, out, d.fraction, label=Path(str(ctx.cfg.model.llm)).name)
@@ -262,7 +253,7 @@ def train_overrides(ctx: Context, method: str | None, extra: list[str]) -> list[
 def _config_dict(path: str | None, overrides: list[str]) -> dict:
     import yaml
 
-    from omnishift.train.config import apply_override
+    from omnishift.schema import apply_override
 
     data = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path else {}
     for o in overrides:
@@ -498,7 +489,7 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
         print(f"evaluate: this shard skipped {len(waiting)} unit(s) whose model is not trained yet {waiting} and "
               f"{len(busy)} another process holds {busy}; run the shard again later", file=ctx.progress.stream, flush=True)
     if ev.listening and ctx.shard is None:
-        from omnishift.importance.commands import build_items
+        from omnishift.data.items import build_items
         from omnishift.evaluate.listening import listening_check
 
         speech_rows = [r for r, src, modes in rows if src == "trained" and "s2t" in modes]
@@ -507,8 +498,8 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
             if not f.is_file():
                 model = trained_model(row)
                 src = str(ctx.heldout_manifest())
-                text, _ = build_items(src, "text", ev.listening, None, 64, model.tokenizer)
-                speech, _ = build_items(src, "speech", ev.listening, None, 64, model.tokenizer)
+                text, _ = build_items(src, "text", limit=ev.listening, max_response_tokens=64, tokenizer=model.tokenizer)
+                speech, _ = build_items(src, "speech", limit=ev.listening, max_response_tokens=64, tokenizer=model.tokenizer)
                 atomic_write_text(f, json.dumps({"row": row, "data": src, **listening_check(model, text, speech)},
                                                 indent=2) + "\n")
             ctx.progress.step("listening", i, len(speech_rows), row)

@@ -15,10 +15,12 @@ import yaml
 
 from omnishift.paths import atomic_write_bytes, atomic_write_text
 from omnishift.report.html import Figure, Section, render_html, render_markdown
+from omnishift.report.names import display
 from omnishift.report.tables import (
     Table, accuracy_table, bench_title, clustering_table, deactivation_table, front_table, shift_table, to_csv,
     to_markdown, training_table,
 )
+from omnishift.runs import read_marker
 
 STAGES_DOC = {
     "data": "training instructions, held-out set and benchmarks with synthesized speech",
@@ -36,7 +38,7 @@ def _json(path: Path):
 
 
 def _marker(run: Path, stage: str) -> dict | None:
-    return _json(run / stage / "DONE")
+    return read_marker(run, stage)
 
 
 def _missing(run: Path, stage: str, what: str) -> str:
@@ -49,8 +51,6 @@ def _missing(run: Path, stage: str, what: str) -> str:
 
 
 def _display(label: str) -> str:
-    from omnishift.pipeline.stages import display
-
     return display(label)
 
 
