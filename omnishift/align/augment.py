@@ -31,6 +31,9 @@ class AugmentConfig:
         filter_p: probability of a random band limit (low-pass 2.5-7 kHz, high-pass 60-300 Hz).
         noise_p: probability of additive noise; ``snr_db`` its SNR range.
         gain_db: output level range (dB relative to peak 0.9).
+        engines: ``(name, weight)`` synthesizers of :data:`omnishift.align.voices.ENGINES` a clip is
+            spoken by (drawn with these weights); ``rate``/``pitch``/``variant_p`` are eSpeak's.
+        pico_rate, pico_pitch: SVOX Pico speed and pitch in percent of normal.
     """
 
     rate: tuple[int, int] = (120, 220)
@@ -43,9 +46,24 @@ class AugmentConfig:
     noise_p: float = 0.5
     snr_db: tuple[float, float] = (8.0, 35.0)
     gain_db: tuple[float, float] = (-12.0, 0.0)
+    engines: tuple = (("espeak", 1.0),)
+    pico_rate: tuple[int, int] = (75, 135)
+    pico_pitch: tuple[int, int] = (70, 140)
+
+    def __post_init__(self) -> None:
+        engines = tuple((str(n), float(w)) for n, w in self.engines)
+        if not engines or any(w < 0 for _, w in engines) or sum(w for _, w in engines) <= 0:
+            raise ValueError(f"augment engines must be (name, weight >= 0) pairs with a positive sum, got {self.engines!r}")
+        object.__setattr__(self, "engines", engines)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; an eSpeak-only config omits the engine fields, so sets built before engines
+        could be mixed keep their fingerprint (and resume)."""
+        d = asdict(self)
+        if self.engines == (("espeak", 1.0),):
+            for k in ("engines", "pico_rate", "pico_pitch"):
+                d.pop(k)
+        return d
 
 
 def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:

@@ -17,10 +17,23 @@ def cmd_align_data(args) -> int:
 
     policy = {"policy": args.policy, "k": args.k, "margin_s": args.margin}
     summary = build_alignment_set(args.out, args.n, encoder=args.encoder, policy=policy, seed=args.seed,
-                                  workers=args.workers, shard_size=args.shard_size, augment_cfg=AugmentConfig())
+                                  workers=args.workers, shard_size=args.shard_size,
+                                  augment_cfg=AugmentConfig(engines=parse_engines(args.engines)))
     print(json.dumps({k: summary[k] for k in ("clips", "skipped", "hours", "distinct_voices", "clips_per_s_this_call",
                                               "fingerprint")}))
     return 0
+
+
+def parse_engines(spec: str) -> tuple:
+    """``"espeak=3,pico=1"`` -> ``(("espeak", 3.0), ("pico", 1.0))`` (a bare name weighs 1)."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, weight = part.partition("=")
+        try:
+            out.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise SystemExit(f"--engines: weight of {name!r} is not a number ({weight!r}); e.g. espeak=3,pico=1")
+    return tuple(out)
 
 
 def cmd_align(args) -> int:
@@ -77,7 +90,7 @@ def cmd_eval_ctc(args) -> int:
 
 def add_parser(sub) -> None:
     """Register ``align-data``, ``align`` and ``eval-ctc``."""
-    s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG voices x effects, "
+    s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
                                           "encoder states cached)")
     s.add_argument("--out", required=True, help="set folder (resumes a partial build with the same inputs)")
     s.add_argument("--n", type=int, default=20000, help="clips")
@@ -85,6 +98,8 @@ def add_parser(sub) -> None:
     s.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
     s.add_argument("--shard-size", type=int, default=500)
     s.add_argument("--encoder", help="encoder name/folder (default: the default encoder)")
+    s.add_argument("--engines", default="espeak",
+                   help="synthesizers and their weights, e.g. espeak=3,pico=1 (pico needs omnishift[pico])")
     s.add_argument("--policy", choices=["clip", "trim", "pad30"], default="clip",
                    help="window policy of the models that will use the set (default: clip)")
     s.add_argument("--k", type=int, default=5, help="adaptor frame stacking of those models")

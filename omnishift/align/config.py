@@ -22,15 +22,17 @@ from pathlib import Path
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
-from omnishift.train.config import CheckpointConfig, ConfigError, build, read_yaml
+from omnishift.schema import ConfigError, build, read_yaml
+from omnishift.train.config import CheckpointConfig
 
 
 @dataclass
 class AlignDataConfig:
-    """Args: set: alignment-set folder; limit: clips read (None: all); heldout: last clips kept out
-    of training for the dev loss and the dev CTC WER."""
+    """Args: set: alignment-set folder, or a list of them (e.g. an eSpeak NG and an SVOX Pico set)
+    trained on together; limit: clips read per set (None: all); heldout: last clips of each set
+    kept out of training for the dev loss and the dev CTC WER."""
 
-    set: str = "runs/align_set"
+    set: str | list[str] = "runs/align_set"
     limit: int | None = None
     heldout: int = 256
 

@@ -26,7 +26,8 @@ import logging
 import multiprocessing as mp
 import re
 import time
-
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from omnishift.align.augment import AugmentConfig, augment
+from omnishift.align.voices import ENGINES, clip_plan, engine_of, engine_voices
 from omnishift.paths import atomic_write_text, shared_data_dir
 
 log = logging.getLogger(__name__)
@@ -83,50 +85,31 @@ def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_
     return out
 
 
-def english_voices() -> tuple[list[str], list[str]]:
-    """eSpeak NG English voices and the ``+variant`` speaker files available offline."""
-    from omnishift.data.synth import _engine, list_voices
-
-    voices = [v for v in list_voices() if (v == "en" or v.startswith("en-")) and v != "en-shaw"]  # Shavian script
-    variants = sorted(p.name for p in (_engine().data_path / "voices" / "!v").iterdir() if p.is_file())
-    return voices, variants
-
-
-def clip_plan(index: int, seed: int, voices: list[str], variants: list[str], aug: AugmentConfig) -> tuple[dict, np.random.Generator]:
-    """Voice, variant, rate and pitch of clip ``index`` and the generator its effects draw from."""
-    rng = np.random.default_rng([seed, index])
-    voice = voices[rng.integers(len(voices))]
-    if rng.random() < aug.variant_p:
-        voice += "+" + variants[rng.integers(len(variants))]
-    return {"voice": voice, "rate": int(rng.integers(aug.rate[0], aug.rate[1] + 1)),
-            "pitch": int(rng.integers(aug.pitch[0], aug.pitch[1] + 1))}, rng
-
-
 # ---- worker process ------------------------------------------------------------------------------
 _W: dict = {}
 
 
-def _init_worker(encoder: str, policy: dict, threads: int) -> None:
+def _init_worker(encoder: str, policy: dict, threads: int | None) -> None:
     from omnishift.models.defaults import load_encoder
     from omnishift.models.processor import FramePolicy
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     enc, fe = load_encoder(encoder)
     _W.update(encoder=enc, fe=fe, policy=FramePolicy(**policy))
 
 
 def _make_shard(task: tuple) -> tuple[int, list[dict], np.ndarray | None, list[tuple[str, str]]]:
     """Synthesize, augment and encode one shard's clips (runs in a worker)."""
-    from omnishift.data.synth import SynthConfig, synthesize
     from omnishift.models.encoder import encode_clips
 
-    shard, jobs, seed, voices, variants, aug_dict = task
+    shard, jobs, seed, voices, aug_dict = task
     aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug_dict.items()})
     records, audios, skipped = [], [], []
     for index, (id_, text) in jobs:
-        plan, rng = clip_plan(index, seed, voices, variants, aug)
+        plan, rng = clip_plan(index, seed, voices, aug)
         try:
-            audio = synthesize(text, SynthConfig(**plan))
+            audio = ENGINES[engine_of(plan["voice"])].speak(text, plan)
         except ValueError as e:
             skipped.append((f"{index}:{id_}", str(e)))
             continue
@@ -164,7 +147,7 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
         policy: :class:`~omnishift.models.processor.FramePolicy` fields (default ``clip``, k 5,
             margin 0.2 s); a model aligned on the set must use the same.
         seed: seeds the text order and every clip's voice and effects.
-        workers: processes (each synthesizes and encodes with one thread).
+        workers: processes (each synthesizes and encodes with one thread); 0: this process.
         shard_size: clips per shard (the unit of resumption).
         augment_cfg: ranges of the random voice and channel choices.
         texts: ``(id, text)`` pairs to speak (default: :func:`alignment_texts` of ``data_dir``).
@@ -178,8 +161,8 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     from omnishift.models.defaults import DEFAULT_ENCODER, load_encoder
     from omnishift.models.feature_cache import encoder_identity
 
-    if n < 1 or workers < 1 or shard_size < 1:
-        raise ValueError(f"n, workers and shard_size must be >= 1 (got {n}, {workers}, {shard_size})")
+    if n < 1 or workers < 0 or shard_size < 1:
+        raise ValueError(f"n and shard_size must be >= 1 and workers >= 0 (got {n}, {workers}, {shard_size})")
     out = Path(out)
     encoder = encoder or DEFAULT_ENCODER
     policy = {"policy": "clip", "k": 5, "margin_s": 0.2, "max_frames": 1500, **(policy or {})}
@@ -187,10 +170,13 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     texts = texts if texts is not None else alignment_texts(data_dir)
     if not texts:
         raise ValueError("no texts to speak: the alignment set needs at least one (id, text) pair")
-    voices, variants = english_voices()
+    voices = engine_voices(aug)
+    espeak = voices.get("espeak", [])
     enc, _ = load_encoder(encoder)
     meta = {"n": n, "seed": seed, "shard_size": shard_size, "policy": policy, "augment": aug.to_dict(),
-            "voices": voices, "variants": variants, "encoder": encoder, "encoder_identity": encoder_identity(enc),
+            "voices": [v for v in espeak if not v.startswith("+")], "variants": [v[1:] for v in espeak if v.startswith("+")],
+            **({"other_voices": {k: v for k, v in voices.items() if k != "espeak"}} if set(voices) - {"espeak"} else {}),
+            "encoder": encoder, "encoder_identity": encoder_identity(enc),
             "d_enc": enc.config.d_model,
             "texts_sha256": hashlib.sha256(json.dumps(texts).encode()).hexdigest(), "n_texts": len(texts)}
     del enc
@@ -211,13 +197,12 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     tasks = []
     for s in todo:
         idx = range(s * shard_size, min(n, (s + 1) * shard_size))
-        tasks.append((s, [(i, texts[order[i % len(texts)]]) for i in idx], seed, voices, variants, aug.to_dict()))
+        tasks.append((s, [(i, texts[order[i % len(texts)]]) for i in idx], seed, voices, asdict(aug)))
     t0, made = time.perf_counter(), 0
     bar = tqdm(total=n, initial=n - sum(len(t[1]) for t in tasks), disable=not progress, desc="alignment set",
                unit="clip")
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(encoder, policy, 1)) as pool:
-        for shard, records, flat, skipped in pool.imap_unordered(_make_shard, tasks):
+    with _shard_maker(workers, encoder, policy) as make:
+        for shard, records, flat, skipped in make(_make_shard, tasks):
             _write_shard(out, shard, records, flat, skipped)
             made += len(records) + len(skipped)
             bar.update(len(records) + len(skipped))
@@ -226,6 +211,18 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     summary = {**meta, **set_stats(out), "clips_per_s_this_call": round(made / seconds, 2) if made else None}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+@contextmanager
+def _shard_maker(workers: int, encoder: str, policy: dict):
+    """``map``-like over shard tasks: a pool of ``workers`` spawned processes (one thread each), or
+    this process itself for ``workers=0`` (debugging, engines registered at run time)."""
+    if workers == 0:
+        _init_worker(encoder, policy, None)
+        yield map
+        return
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(encoder, policy, 1)) as pool:
+        yield pool.imap_unordered
 
 
 def _shard_done(out: Path, shard: int) -> bool:

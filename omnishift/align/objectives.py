@@ -87,7 +87,7 @@ def speech_outputs(model, items: list[dict], time_mask: float = 0.0, feature_dro
         states = states * keep.unsqueeze(-1)
     if model.adaptor.training and feature_dropout > 0:
         states = F.dropout(states, feature_dropout, training=True)
-    emb = model.adaptor(states)  # B, T, C -> B, T/k, H
+    emb = model.adaptor(states, frames)  # B, T, C -> B, T/k, H
     return emb, frames // model.config.k
 
 

@@ -30,7 +30,7 @@ from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_loss
 from omnishift.paths import atomic_write_text
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
-from omnishift.train.config import build, check_same_run
+from omnishift.schema import build, check_same_run
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,34 @@ def add_ctc_targets(model, items: list[dict]) -> tuple[list[dict], int]:
             continue
         kept.append({**it, "ctc_targets": ids})
     return kept, dropped
+
+
+def load_sets(model, config: AlignConfig) -> tuple[list[dict], list[dict], int]:
+    """Training and held-out items of the run's alignment set(s), with CTC targets.
+
+    Each set keeps its last ``data.heldout`` usable clips out of training, so the dev WER covers
+    every set (e.g. eSpeak NG and SVOX Pico voices); ``data.limit`` applies per set.
+
+    Returns:
+        ``(train items, dev items, clips dropped as CTC-infeasible)``.
+    """
+    from omnishift.align.dataset import load_alignment_set
+
+    sets = [config.data.set] if isinstance(config.data.set, str) else list(config.data.set)
+    if not sets:
+        raise ValueError("data.set: give an alignment-set folder (or a list of them)")
+    train, dev, dropped = [], [], 0
+    for path in sets:
+        meta, items = load_alignment_set(path, config.data.limit)
+        check_set_matches(model, meta, path)
+        items, d = add_ctc_targets(model, items)
+        dropped += d
+        if len(items) <= config.data.heldout:
+            raise ValueError(f"{path}: {len(items)} usable clips, not more than data.heldout="
+                             f"{config.data.heldout}; build a larger set or lower data.heldout")
+        cut = len(items) - config.data.heldout
+        train, dev = train + items[:cut], dev + items[cut:]
+    return train, dev, dropped
 
 
 def order_position(step: int, batch_size: int, n: int, seed: int, stream: int) -> list[int]:
@@ -173,8 +201,6 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     """
     from transformers import get_cosine_schedule_with_warmup
 
-    from omnishift.align.dataset import load_alignment_set
-
     out_dir = Path(config.out_dir)
     ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
     if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
@@ -186,13 +212,8 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     objectives = config.objective_configs()
     torch.manual_seed(config.loop.seed)
     model = model if model is not None else build_align_model(config)
-    meta, items = load_alignment_set(config.data.set, config.data.limit)
-    check_set_matches(model, meta, config.data.set)
-    items, dropped = add_ctc_targets(model, items)
-    if len(items) <= config.data.heldout:
-        raise ValueError(f"{config.data.set}: {len(items)} usable clips, not more than data.heldout="
-                         f"{config.data.heldout}; build a larger set or lower data.heldout")
-    train_items, dev = items[: len(items) - config.data.heldout], items[len(items) - config.data.heldout:]
+    train_items, dev, dropped = load_sets(model, config)
+    items = train_items + dev
     pools = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for oc in objectives:

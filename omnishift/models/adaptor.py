@@ -32,15 +32,27 @@ class FrameStackAdaptor(nn.Module):
         ctc_scale: initial logit scale; :func:`ctc_scale_init` sets it so that a speech embedding
             equal to a token's row scores ~10 against it whatever the LLM's embedding scale (SmolLM2:
             ~1; an LLM with RMS-0.02 embeddings would otherwise start with near-uniform logits).
+        layers: pre-norm Transformer encoder layers over the adaptor outputs (before the RMSNorm).
+            Why: the MLP sees 100 ms of encoder states at a time, while a BPE token spans 0.1-0.8 s;
+            CTC over the LLM's vocabulary plateaued at 44 % WER on held-out synthetic clips with the
+            plain MLP (issue 11), i.e. it underfits even in domain. 0 keeps LLaMA-Omni's layout.
+            Positions come from the Whisper states themselves (sinusoidal embeddings added in the
+            encoder), so the layers add none.
     """
 
     def __init__(self, d_enc: int, d_llm: int, k: int = 5, hidden: int = 2048, norm_scale: float | None = None,
-                 ctc_blank: bool = False, ctc_scale: float = 1.0):
+                 ctc_blank: bool = False, ctc_scale: float = 1.0, layers: int = 0):
         super().__init__()
         self.k = k
         self.linear1 = nn.Linear(k * d_enc, hidden)
         self.relu = nn.ReLU()
         self.linear2 = nn.Linear(hidden, d_llm)
+        self.context = None
+        if layers > 0:
+            heads = d_llm // 64 if d_llm % 64 == 0 and d_llm >= 64 else 1
+            layer = nn.TransformerEncoderLayer(d_llm, heads, 4 * d_llm, dropout=0.1, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = None
         if norm_scale is not None:
             self.norm = nn.RMSNorm(d_llm, eps=1e-6)
@@ -48,11 +60,14 @@ class FrameStackAdaptor(nn.Module):
         self.ctc_blank = nn.Parameter(torch.zeros(d_llm + 1)) if ctc_blank else None
         self.ctc_log_scale = nn.Parameter(torch.tensor(math.log(ctc_scale))) if ctc_blank else None
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Map encoder frames to LLM embeddings.
 
         Args:
             frames: ``(B, T, C)`` encoder outputs.
+            lengths: ``(B,)`` real frames per row of a padded batch; the context layers then attend
+                to real frames only, so a clip's embeddings do not depend on its batch-mates (None:
+                every frame is real).
 
         Returns:
             ``(B, T // k, d_llm)``; the last ``T % k`` frames are dropped.
@@ -61,6 +76,12 @@ class FrameStackAdaptor(nn.Module):
         n = t // self.k
         x = frames[:, : n * self.k].reshape(b, n, self.k * c)  # B, T, C -> B, T/k, C*k
         x = self.linear2(self.relu(self.linear1(x)))  # B, T/k, C*k -> B, T/k, H
+        if self.context is not None and n > 0:
+            pad = None
+            if lengths is not None:
+                real = (lengths.to(x.device) // self.k).clamp(min=1)  # B
+                pad = torch.arange(n, device=x.device)[None, :] >= real[:, None]  # B, T/k (True: padding)
+            x = self.context(x, src_key_padding_mask=pad)  # B, T/k, H -> B, T/k, H
         return x if self.norm is None else self.norm(x)
 
 

@@ -64,6 +64,8 @@ class SpeechLLMConfig:
             embeddings of the greedy CTC path, as the LLM's own token rows (``ctc_top1``) or as the
             posterior-weighted mix of token rows (``ctc_soft``). Compressed input is not
             differentiable w.r.t. the adaptor (Stage 1 then trains only the LLM side).
+        adaptor_layers: Transformer layers over the adaptor outputs (context across 100-ms
+            embeddings, see :class:`FrameStackAdaptor`); 0 is LLaMA-Omni's plain MLP.
     """
 
     llm: str = DEFAULT_LLM
@@ -77,6 +79,7 @@ class SpeechLLMConfig:
     adaptor_norm: bool = False
     ctc_head: bool = False
     speech_input: str = "adaptor"
+    adaptor_layers: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "SpeechLLMConfig":
@@ -109,7 +112,8 @@ class SpeechLLM(nn.Module):
                 scale = float(table.detach().float().pow(2).mean().sqrt()) if config.adaptor_norm else None
                 adaptor = FrameStackAdaptor(encoder.config.d_model, table.shape[1], config.k, config.adaptor_hidden,
                                             norm_scale=scale, ctc_blank=config.ctc_head,
-                                            ctc_scale=ctc_scale_init(table) if config.ctc_head else 1.0)
+                                            ctc_scale=ctc_scale_init(table) if config.ctc_head else 1.0,
+                                            layers=config.adaptor_layers)
         self.adaptor = adaptor
         policy = FramePolicy(config.frame_policy, config.k, config.trim_margin_s, encoder.config.max_source_positions)
         self.processor = SpeechLLMProcessor(tokenizer, feature_extractor, policy, config.placeholder)
@@ -147,7 +151,7 @@ class SpeechLLM(nn.Module):
             feats = batch["encoder_states"]  # N, >=keep, C
         else:
             feats = self.encode_features(batch["input_features"], frames)  # N, keep, C
-        emb = self.adaptor(feats[:, :keep].to(self.adaptor.linear1.weight.dtype))  # N, keep, C -> N, keep/k, H
+        emb = self.adaptor(feats[:, :keep].to(self.adaptor.linear1.weight.dtype), frames)  # N, keep, C -> N, keep/k, H
         n_emb = frames // self.config.k
         valid = torch.arange(emb.shape[1], device=emb.device)[None, :] < n_emb[:, None].to(emb.device)  # N, keep/k
         return emb[valid]  # N, keep/k, H -> sum(n_emb), H
@@ -275,7 +279,7 @@ class SpeechLLM(nn.Module):
             padded = torch.zeros(len(chunk), int(frames.max()), chunk[0].shape[1])
             for i, x in enumerate(chunk):
                 padded[i, : x.shape[0]] = x.float()
-            emb = self.adaptor(padded.to(self.adaptor.linear1.weight.dtype))  # B, T, C -> B, T/k, H
+            emb = self.adaptor(padded.to(self.adaptor.linear1.weight.dtype), frames)  # B, T, C -> B, T/k, H
             best = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank,
                               log_scale=self.adaptor.ctc_log_scale).argmax(-1)  # B, T/k
             for i, n in enumerate((frames // self.config.k).tolist()):

@@ -65,3 +65,68 @@ def test_alignment_texts_never_hold_a_benchmark_question(shared_data):
     assert len(texts) > 15000 and len(keys) == len(texts)
     assert not keys & {_norm(e.text) for e in load_llama_questions(shared_data)}
     assert not keys & {_norm(e.text) for e in load_web_questions("test", shared_data)}
+
+
+def test_an_espeak_only_plan_draws_as_before_engines_existed():
+    """Sets built before engines could be mixed must resume to the same clips: same draws, same
+    fingerprint fields."""
+    from omnishift.align.voices import clip_plan
+
+    voices = {"espeak": ["en", "en-us", "+f1", "+m3"]}
+    aug = AugmentConfig()
+    for index in range(20):
+        plan, _ = clip_plan(index, 5, voices, aug)
+        rng = np.random.default_rng([5, index])  # the pre-registry draw order, written out
+        voice = ["en", "en-us"][rng.integers(2)]
+        if rng.random() < aug.variant_p:
+            voice += ["+f1", "+m3"][rng.integers(2)]
+        assert plan == {"voice": voice, "rate": int(rng.integers(aug.rate[0], aug.rate[1] + 1)),
+                        "pitch": int(rng.integers(aug.pitch[0], aug.pitch[1] + 1))}
+    assert "engines" not in aug.to_dict() and "engines" in AugmentConfig(engines=(("espeak", 1), ("pico", 1))).to_dict()
+
+
+def test_a_set_mixes_engines_with_their_weights(tmp_path, encoder_dir, monkeypatch):
+    from omnishift.align import voices as V
+
+    def fake_speak(text, plan):  # a tone whose pitch says the plan: any engine can be registered
+        return (0.3 * np.sin(np.arange(8000 + 40 * len(text)) * plan["pitch"] / 2000)).astype(np.float32)
+
+    fake = V.Engine(lambda: ["fake:a", "fake:b"], lambda rng, vs, aug: {"voice": vs[rng.integers(2)], "rate": 100,
+                                                                        "pitch": int(rng.integers(50, 150))}, fake_speak)
+    monkeypatch.setitem(V.ENGINES, "fake", fake)
+    plans = [V.clip_plan(i, 0, {"espeak": ["en", "+f1"], "fake": ["fake:a", "fake:b"]},
+                         AugmentConfig(engines=(("espeak", 1.0), ("fake", 3.0))))[0] for i in range(400)]
+    share = np.mean([V.engine_of(p["voice"]) == "fake" for p in plans])
+    assert 0.68 < share < 0.82  # weight 3 of 4
+    with pytest.raises(ValueError, match="unknown synthesizer"):
+        V.engine_voices(AugmentConfig(engines=(("nope", 1.0),)))
+    with pytest.raises(ValueError, match="positive sum"):
+        AugmentConfig(engines=(("espeak", 0.0),))
+    summary = build_alignment_set(tmp_path / "mix", 6, encoder=encoder_dir, workers=0, shard_size=3, texts=TEXTS,
+                                  augment_cfg=AugmentConfig(engines=(("fake", 1.0),)), progress=False)
+    meta, items = load_alignment_set(tmp_path / "mix")
+    assert summary["clips"] == 6 and {it["voice"] for it in items} <= {"fake:a", "fake:b"}
+    assert meta["other_voices"] == {"fake": ["fake:a", "fake:b"]} and meta["voices"] == []
+
+
+def test_parse_engines():
+    from omnishift.align.commands import parse_engines
+
+    assert parse_engines("espeak=3, pico") == (("espeak", 3.0), ("pico", 1.0))
+    with pytest.raises(SystemExit, match="not a number"):
+        parse_engines("espeak=x")
+
+
+def test_pico_is_deterministic_per_call_and_checks_its_inputs():
+    pytest.importorskip("ttspico", reason="SVOX Pico is the optional extra omnishift[pico]")
+    from omnishift.data.pico import synthesize_pico
+
+    a = synthesize_pico("Hello there, how are you?", "en-US", 100, 100)
+    synthesize_pico("Something else first.", "en-GB", 130, 80)
+    b = synthesize_pico("Hello there, how are you?", "en-US", 100, 100)
+    assert np.array_equal(a, b) and 1.0 < len(a) / 16000 < 4.0 and np.abs(a).max() <= 1.0
+    assert len(synthesize_pico("Hello there, how are you?", "en-US", 150, 100)) < len(a)  # faster is shorter
+    with pytest.raises(ValueError, match="voice"):
+        synthesize_pico("Hi", "de-DE")
+    with pytest.raises(ValueError, match="rate"):
+        synthesize_pico("Hi", "en-US", rate=900)

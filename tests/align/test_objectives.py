@@ -41,6 +41,23 @@ def test_adaptor_norm_starts_at_the_embedding_scale():
                                                                "linear2.bias"}
 
 
+def test_adaptor_context_layers_ignore_padding_and_see_neighbours():
+    torch.manual_seed(0)
+    a = FrameStackAdaptor(8, 64, k=2, hidden=16, norm_scale=0.136, layers=2).eval()
+    short, long = torch.randn(6, 8), torch.randn(10, 8)
+    padded = torch.zeros(2, 10, 8)
+    padded[0, :6], padded[1] = short, long
+    batch = a(padded, torch.tensor([6, 10]))  # 2, 5, 64
+    alone = a(short[None])[0]  # 3, 64
+    torch.testing.assert_close(batch[0, :3], alone, rtol=1e-5, atol=1e-6)  # padding is not attended to
+    torch.testing.assert_close(batch[1], a(long[None])[0], rtol=1e-5, atol=1e-6)
+    changed = short.clone()
+    changed[4:] += 1.0  # only the third 2-frame stack changes ...
+    out = a(changed[None])[0]
+    assert not torch.allclose(out[0], alone[0], atol=1e-4)  # ... yet the first embedding moves (context)
+    assert FrameStackAdaptor(8, 64, k=2, hidden=16, layers=0).context is None  # 0: LLaMA-Omni's plain MLP
+
+
 def _model(tok, **kw):
     return make_tiny_speech_llm(tok, adaptor_norm=True, ctc_head=True, frame_policy="clip", **kw)
 

@@ -103,6 +103,22 @@ def test_set_encoded_with_another_policy_is_refused(tmp_path, tiny_tokenizer):
         align(_config(tmp_path, set_dir, max_steps=2), model=trim)
 
 
+def test_two_sets_train_together_and_each_keeps_its_own_dev_clips(tmp_path, tiny_tokenizer):
+    from omnishift.align.trainer import load_sets
+
+    m = _model(tiny_tokenizer)
+    a = _set(tmp_path / "a", m, n=8)
+    b = _set(tmp_path / "b", m, n=6)
+    cfg = load_align_config(None, [f"data.set=[{a}, {b}]", "data.heldout=2", f"out_dir={tmp_path / 'run'}"])
+    train, dev, dropped = load_sets(m, cfg)
+    assert dropped == 0 and len(train) == 6 + 4
+    assert [it["id"] for it in dev] == ["c6", "c7", "c4", "c5"]  # the last two of each set
+    one = load_sets(m, _config(tmp_path, a))  # a single set as before
+    assert [it["id"] for it in one[1]] == ["c6", "c7"] and len(one[0]) == 6
+    with pytest.raises(ValueError, match="usable clips"):
+        load_sets(m, load_align_config(None, [f"data.set=[{a}, {b}]", "data.heldout=7"]))
+
+
 def test_order_walks_permutations_without_repeats_within_an_epoch():
     seen = [i for s in range(3) for i in order_position(s, 4, 12, seed=0, stream=0)]
     assert sorted(seen) == list(range(12))
