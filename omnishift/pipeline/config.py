@@ -35,10 +35,9 @@ from pathlib import Path
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
+from omnishift.pipeline.stages import STAGES
 from omnishift.schema import ConfigError, apply_override, build
 
-STAGES = ("data", "importance", "deactivation", "align", "train", "importance_after", "shift", "change", "evaluate",
-          "ablation", "report")
 BASELINES = ("no_ft", "cascade")
 
 

@@ -23,7 +23,8 @@ from typing import Callable
 from omnishift import runs
 from omnishift.paths import atomic_write_text
 from omnishift.runs import DONE
-from omnishift.pipeline.config import STAGES, ExperimentConfig, dump_experiment
+from omnishift.pipeline.config import ExperimentConfig, dump_experiment
+from omnishift.pipeline.stages import STAGES, Context
 
 
 
@@ -113,7 +114,7 @@ def fingerprint(cfg: ExperimentConfig) -> str:
 
 
 # stages made of independent units: a method (train, importance_after), a model x benchmark x mode (evaluate)
-SHARDABLE = ("train", "importance_after", "evaluate")
+SHARDABLE = tuple(name for name, s in STAGES.items() if s.shardable)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -149,8 +150,6 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
             ``stage``; errors of the stages themselves (a stage whose inputs are missing names
             the stage to run first).
     """
-    from omnishift.pipeline.stages import STAGE_FUNCS, Context
-
     stages = cfg.stage_list()
     for s in redo:
         if s not in STAGES:
@@ -162,6 +161,7 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "experiment.yaml", dump_experiment(cfg))
+    atomic_write_text(run_dir / "stages.json", json.dumps({s: STAGES[s].produces for s in stages}, indent=2) + "\n")
     progress = Progress(run_dir, stages, hook, stream)
     ctx = Context(cfg, run_dir, progress, shard=shard)
     for s in redo:
@@ -182,7 +182,7 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
         out.mkdir(parents=True, exist_ok=True)
         progress.stage_start(st)
         t0 = time.perf_counter()
-        info = STAGE_FUNCS[st](ctx, out) or {}
+        info = STAGES[st].run(ctx, out) or {}
         seconds = time.perf_counter() - t0
         if shard is not None:  # a share of the units only: the plain run writes the marker
             if stream is not None:
@@ -191,7 +191,7 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
             return run_dir
         atomic_write_text(out / DONE, json.dumps({
             "stage": st, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-            "seconds": round(seconds, 2), "config": fp, **info}, indent=2, default=str) + "\n")
+            "seconds": round(seconds, 2), "config": fp, "produces": STAGES[st].produces, **info}, indent=2, default=str) + "\n")
         progress.stage_done(st, seconds)
     html = run_dir / "report.html"
     if html.is_file():

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from omnishift.paths import atomic_write_text
 from omnishift.pipeline.claims import claimed
@@ -538,9 +539,28 @@ def stage_report(ctx: Context, out: Path) -> dict:
     return {"report": str(html)}
 
 
-STAGE_FUNCS = {
-    "data": stage_data, "importance": stage_importance, "deactivation": stage_deactivation, "align": stage_align,
-    "train": stage_train,
-    "importance_after": stage_importance_after, "shift": stage_shift, "change": stage_change,
-    "evaluate": stage_evaluate, "ablation": stage_ablation, "report": stage_report,
+class Stage(NamedTuple):
+    """A pipeline stage. ``run(ctx, out) -> info`` does it (``info`` goes into its ``DONE`` marker);
+    ``shardable``: its units are independent, so ``--stage S --shard i/n`` may split them across
+    processes; ``produces``: what it makes, as the report's overview lists it."""
+
+    run: Callable[[Context, Path], dict | None]
+    shardable: bool
+    produces: str
+
+
+#: The stages in run order: the one place a stage's facts live (adding one: a function + a line).
+STAGES: dict[str, Stage] = {
+    "data": Stage(stage_data, False, "training instructions, held-out set and benchmarks with synthesized speech"),
+    "importance": Stage(stage_importance, False,
+                        "Taylor importance of the base model (text and speech input), eq. 3, Fig. 1"),
+    "deactivation": Stage(stage_deactivation, False, "Table 1"),
+    "align": Stage(stage_align, False, "adaptor alignment (CTC / KD, LLM frozen) before Stage 1"),
+    "train": Stage(stage_train, True, "Stage-1 training of every method"),
+    "importance_after": Stage(stage_importance_after, True, "textual importance of every trained model"),
+    "shift": Stage(stage_shift, False, "Fig. 2-3 and shift metrics"),
+    "change": Stage(stage_change, False, "Fig. 4"),
+    "evaluate": Stage(stage_evaluate, True, "Table 2 (T2T / S2T with No-FT and cascade baselines)"),
+    "ablation": Stage(stage_ablation, False, "Table 3 (LoRA rank)"),
+    "report": Stage(stage_report, False, "this report"),
 }

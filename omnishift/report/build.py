@@ -22,15 +22,6 @@ from omnishift.report.tables import (
 )
 from omnishift.runs import read_marker
 
-STAGES_DOC = {
-    "data": "training instructions, held-out set and benchmarks with synthesized speech",
-    "importance": "Taylor importance of the base model (text and speech input), eq. 3, Fig. 1",
-    "deactivation": "Table 1", "align": "adaptor alignment (CTC / KD, LLM frozen) before Stage 1",
-    "train": "Stage-1 training of every method",
-    "importance_after": "textual importance of every trained model", "shift": "Fig. 2-3 and shift metrics",
-    "change": "Fig. 4", "evaluate": "Table 2 (T2T / S2T with No-FT and cascade baselines)",
-    "ablation": "Table 3 (LoRA rank)", "report": "this report",
-}
 
 
 def _json(path: Path):
@@ -88,12 +79,13 @@ def _order(found: list[str], wanted: list[str]) -> list[str]:
 
 def _section_overview(run: Path, exp: dict) -> Section:
     rows = []
-    for stage in exp.get("stages") or STAGES_DOC:
+    listed = _json(run / "stages.json") or {}  # the runner's stage list: name -> what it produces
+    for stage in exp.get("stages") or listed:
         m = _marker(run, stage)
         status = "skipped: " + m["skipped"] if m and m.get("skipped") else ("done" if m else "not finished")
         if stage == "report" and not m:
             status = "this page (built after the stages above)"
-        rows.append([stage, STAGES_DOC.get(stage, ""), status, f"{m['seconds']:.0f}" if m else "-",
+        rows.append([stage, listed.get(stage, (m or {}).get("produces", "")), status, f"{m['seconds']:.0f}" if m else "-",
                      m.get("finished", "-") if m else "-"])
     model = exp.get("model", {})
     methods = list((exp.get("train") or {}).get("methods") or {})
