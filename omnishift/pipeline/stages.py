@@ -76,6 +76,15 @@ class Context:
             raise ValueError(f"{what} needs TEXT importance of the base model: add 'text' to importance.modalities")
         return d
 
+    def artifact(self, kind: str, what: str) -> Path:
+        """An input a training method's record asks for (:attr:`omnishift.train.methods.Method.inputs`),
+        made by an earlier stage; ``what`` names the consumer in errors."""
+        if kind == "layer_lr_coefficients":
+            return self.require("importance", what) / "layer_lr.json"
+        if kind == "text_scores":
+            return self.text_scores(what)
+        raise ValueError(f"{what} asks for pipeline input {kind!r}; known: layer_lr_coefficients, text_scores")
+
     def method_name(self, label: str) -> str:
         import yaml
 
@@ -243,11 +252,11 @@ def train_overrides(ctx: Context, method: str | None, extra: list[str]) -> list[
     model = str(aligned) if aligned is not None else dataclasses.asdict(cfg.model)
     o += [_as_override("model", model), _as_override("data.source", str(ctx.train_manifest)),
           _as_override("data.audio_dir", str(ctx.train_manifest.parent)), "data.limit=null"]
-    if method == "layer_lr":
-        o.append(_as_override("method.options.coefficients", str(ctx.require("importance", "layer_lr")
-                                                                   / "layer_lr.json")))
-    elif method == "region_freeze":
-        o.append(_as_override("method.options.scores", str(ctx.text_scores("region_freeze"))))
+    if method is not None:
+        from omnishift.train.methods import METHODS
+
+        for option, artifact in METHODS[method].inputs.items():
+            o.append(_as_override(f"method.options.{option}", str(ctx.artifact(artifact, method))))
     return o
 
 
@@ -343,6 +352,7 @@ def stage_shift(ctx: Context, out: Path) -> dict:
     """Fig. 2 (base vs Full-FT), Fig. 3 (base vs every method) and the shift metrics."""
     from omnishift.importance.scores import load_scores
     from omnishift.importance.shift import compare_layers, layer_vector, plot_layer_distributions
+    from omnishift.train.methods import METHODS
 
     base = ctx.text_scores("the distribution-shift plots")
     after = ctx.require("importance_after", "the distribution-shift plots")
@@ -353,7 +363,7 @@ def stage_shift(ctx: Context, out: Path) -> dict:
     for m in labels:
         metrics[m] = {"method": ctx.method_name(m), **compare_layers(base_vec, layer_vector(load_scores(after / m)[0]))}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    full = [m for m in labels if metrics[m]["method"] == "full"]
+    full = [m for m in labels if METHODS[metrics[m]["method"]].full_llm]
     if full:
         plot_layer_distributions({"base": base, **{display(m): after / m for m in full}}, out / "fig2_layers_full.png",
                                  title="Layer-wise textual importance before and after full fine-tuning")
@@ -366,12 +376,13 @@ def stage_change(ctx: Context, out: Path) -> dict:
     """Fig. 4: normalised |ΔW| heatmaps of one layer for every method that changes the LLM."""
     from omnishift.importance.change import lora_deltas, plot_change_heatmaps, weight_deltas
     from omnishift.importance.clustering import rank_clustering_score, select_matrices, top_region
+    from omnishift.train.methods import METHODS
     from omnishift.models.defaults import load_llm
 
     layer, deltas, base_state = ctx.cfg.importance.layer, {}, None
     for label in ctx.cfg.train.methods:
         final = ctx.final(label)
-        if ctx.method_name(label) == "frozen":
+        if not METHODS[ctx.method_name(label)].changes_llm:
             continue  # the LLM is the base model: nothing to draw
         meta = json.loads((final / "omnishift_config.json").read_text())
         if meta["llm_format"] == "peft":
@@ -385,7 +396,7 @@ def stage_change(ctx: Context, out: Path) -> dict:
     if not deltas:
         return {"skipped": "no method changed the LLM"}
     plot_change_heatmaps(deltas, out / "fig4_change.png")
-    scores = {lab: {n: rank_clustering_score(top_region(d, 0.05))["score"] for n, d in per.items()}
+    scores = {lab: {n: rank_clustering_score(top_region(d, ctx.cfg.importance.cluster_fraction))["score"] for n, d in per.items()}
               for lab, per in deltas.items()}
     atomic_write_text(out / "clustering.json", json.dumps(scores, indent=2) + "\n")
     return {"methods": list(deltas)}

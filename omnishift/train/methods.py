@@ -42,12 +42,25 @@ from omnishift.train.param_groups import NoOptions, ParamGroup, adaptor_group, s
 
 
 class Method(NamedTuple):
-    """A registry entry: ``setup(model, options) -> list[ParamGroup]``, its options dataclass and
-    the row name tables and figures show for it."""
+    """A registry entry.
+
+    Args:
+        setup: ``setup(model, options) -> list[ParamGroup]``.
+        options: its options dataclass (``method.options``).
+        display: the row name tables and figures show for it.
+        inputs: ``{option field: artifact}`` the experiment pipeline fills in from its earlier stages;
+            artifacts: ``layer_lr_coefficients`` (eq. 3 JSON of the base model's text importance),
+            ``text_scores`` (that importance's score folder).
+        changes_llm: False when the LLM stays the base model (nothing to draw in Fig. 4).
+        full_llm: every LLM parameter trains at the base LR (Full-FT: the model of the paper's Fig. 2).
+    """
 
     setup: Callable[[Any, Any], list[ParamGroup]]
     options: type
     display: str = ""
+    inputs: dict = {}
+    changes_llm: bool = True
+    full_llm: bool = False
 
 
 def setup_frozen(model, options: NoOptions) -> list[ParamGroup]:
@@ -152,9 +165,9 @@ def setup_method(model, name: str, options: dict | None) -> list[ParamGroup]:
 
 #: The registry: method name -> Method(setup, options dataclass).
 METHODS: dict[str, Method] = {
-    "full": Method(setup_full, NoOptions, "Full-FT"),
-    "layer_lr": Method(setup_layer_lr, LayerLROptions, "Layer-LR"),
+    "full": Method(setup_full, NoOptions, "Full-FT", full_llm=True),
+    "layer_lr": Method(setup_layer_lr, LayerLROptions, "Layer-LR", inputs={"coefficients": "layer_lr_coefficients"}),
     "lora": Method(setup_lora, LoraOptions, "LoRA"),
-    "frozen": Method(setup_frozen, NoOptions, "Frozen LLM"),
-    "region_freeze": Method(region_freeze.setup, region_freeze.Options, "Region-freeze"),
+    "frozen": Method(setup_frozen, NoOptions, "Frozen LLM", changes_llm=False),
+    "region_freeze": Method(region_freeze.setup, region_freeze.Options, "Region-freeze", inputs={"scores": "text_scores"}),
 }

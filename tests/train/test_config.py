@@ -19,7 +19,7 @@ def _write(tmp_path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("name", ["full", "layer_lr", "lora", "frozen"])
+@pytest.mark.parametrize("name", sorted(METHODS))  # every registered method ships a default config
 def test_default_configs_load(name):
     path = DEFAULTS / f"{name}.yaml"
     first = path.read_text().splitlines()[0]
