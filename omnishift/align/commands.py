@@ -88,7 +88,7 @@ def cmd_eval_ctc(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def register(sub) -> None:
     """Register ``align-data``, ``align`` and ``eval-ctc``."""
     s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
                                           "encoder states cached)")

@@ -80,8 +80,36 @@ def cmd_ablate_rank(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    """Register ``eval``, ``eval-table`` and ``ablate-rank`` on the top-level sub-parsers."""
+def cmd_ask(args) -> int:
+    from omnishift.models.processor import s2t_prompt, t2t_prompt
+
+    if bool(args.text) == bool(args.audio):
+        raise SystemExit("omnishift ask: give exactly one of --text or --audio")
+    from omnishift.models.speech_llm import load_speech_llm
+
+    m = load_speech_llm(args.model)
+    if args.text:
+        answer = m.answer([t2t_prompt(args.text) if args.instruction else args.text], max_new_tokens=args.max_new_tokens)
+    else:
+        from omnishift.data.audio import load_audio
+
+        audio = load_audio(args.audio, item=args.audio)
+        answer = m.answer([s2t_prompt(m.config.placeholder)], [audio], max_new_tokens=args.max_new_tokens)
+    print(answer[0])
+    return 0
+
+
+def register(sub) -> None:
+    """Register ``ask``, ``eval``, ``eval-table``, ``ablate-rank`` and ``eval-listening``."""
+    s = sub.add_parser("ask", help="answer one question from text or from a WAV file")
+    s.add_argument("--text", help="question as text")
+    s.add_argument("--audio", help="question as an audio file")
+    s.add_argument("--model", help="speech-LLM folder (default: base models, untrained adaptor)")
+    s.add_argument("--no-instruction", dest="instruction", action="store_false",
+                   help="send --text as is, without the LLaMA-Omni answer instruction")
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.set_defaults(func=cmd_ask)
+
     s = sub.add_parser("eval", help="spoken-QA accuracy from text (T2T) and speech (S2T)")
     s.add_argument("model", help="'base' (default models), 'cascade' (Whisper ASR -> base LLM, S2T) "
                                  "or a speech-LLM folder")
@@ -112,6 +140,6 @@ def add_parser(sub) -> None:
     s.add_argument("--out", required=True, help="ablation folder (r{r}/train, r{r}/eval, table3.md)")
     s.set_defaults(func=cmd_ablate_rank)
 
-    from omnishift.evaluate.listening import add_parser as add_listening
+    from omnishift.evaluate.listening import add_parser as add_listening  # its parser lives beside its code
 
     add_listening(sub)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 
-def add_parser(sub) -> None:
+def register(sub) -> None:
     p = sub.add_parser("importance", help="parameter-importance analysis (paper Sec. 2)")
     isub = p.add_subparsers(dest="importance_command", required=True, metavar="ACTION")
 

@@ -29,13 +29,19 @@ def cmd_plot_loss(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def register(sub) -> None:
+    """Register ``plot-loss`` and ``report``."""
     s = sub.add_parser("plot-loss", help="training-loss curves of several `omnishift train` runs (PNG)")
     s.add_argument("runs", nargs="+", help="LABEL=RUN_DIR or RUN_DIR (the train out_dir with log.jsonl)")
     s.add_argument("--out", required=True, help="PNG path")
     s.add_argument("--window", type=int, default=10, help="moving-average window in steps")
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_plot_loss)
+
+    s = sub.add_parser("report", help="rebuild runs/NAME/report.html and report.md from an `omnishift run` folder")
+    s.add_argument("run_dir", help="the run folder, e.g. runs/demo")
+    s.add_argument("--title", default="", help="report title (default: the experiment's)")
+    s.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
@@ -44,10 +50,3 @@ def cmd_report(args) -> int:
 
     print(build_report(args.run_dir, title=args.title).resolve())
     return 0
-
-
-def add_report_parser(sub) -> None:
-    s = sub.add_parser("report", help="rebuild runs/NAME/report.html and report.md from an `omnishift run` folder")
-    s.add_argument("run_dir", help="the run folder, e.g. runs/demo")
-    s.add_argument("--title", default="", help="report title (default: the experiment's)")
-    s.set_defaults(func=cmd_report)
