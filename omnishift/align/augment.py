@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from omnishift.models.encoder import SAMPLE_RATE  # re-exported: Whisper's input rate
 
 
 @dataclass(frozen=True)

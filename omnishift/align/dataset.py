@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from omnishift.align.augment import AugmentConfig, augment
 from omnishift.align.voices import ENGINES, clip_plan, engine_of, engine_voices
+from omnishift.models.encoder import SAMPLE_RATE
 from omnishift.paths import atomic_write_text, shared_data_dir
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,11 @@ def _make_shard(task: tuple) -> tuple[int, list[dict], np.ndarray | None, list[t
             skipped.append((f"{index}:{id_}", str(e)))
             continue
         audio, effects = augment(audio, aug, rng)
-        if len(audio) > MAX_SECONDS * 16000:
-            skipped.append((f"{index}:{id_}", f"{len(audio) / 16000:.1f} s > {MAX_SECONDS} s"))
+        if len(audio) > MAX_SECONDS * SAMPLE_RATE:
+            skipped.append((f"{index}:{id_}", f"{len(audio) / SAMPLE_RATE:.1f} s > {MAX_SECONDS} s"))
             continue
         records.append({"id": f"a{index:07d}", "source_id": id_, "text": text, **plan, "effects": effects,
-                        "seconds": round(len(audio) / 16000, 3)})
+                        "seconds": round(len(audio) / SAMPLE_RATE, 3)})
         audios.append(audio)
     states = []
     for s in range(0, len(audios), 8):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from omnishift.models.encoder import SAMPLE_RATE  # re-exported: Whisper's input rate
 MAX_SECONDS = 30.0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000  # Pico's output rate (and Whisper's input rate)
 PICO_VOICES = ("en-US", "en-GB")
 RATE_RANGE = (20, 500)  # percent of the voice's normal speed (ttspico's accepted limits)
 PITCH_RANGE = (50, 200)  # percent of the voice's normal pitch

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omnishift.data.audio import AudioError, load_audio, wav_bytes
 from omnishift.data.manifest import Example, SkipReport, read_manifest
+from omnishift.models.encoder import SAMPLE_RATE
 from omnishift.paths import atomic_write_bytes, shared_data_dir
 
 
@@ -170,7 +171,7 @@ def load_hf_dataset(name_or_path: str, split: str, audio_dir: str | Path, schema
                 continue
             wav = audio_dir / f"{ex_id}.wav"
             atomic_write_bytes(wav, wav_bytes(audio))
-            ex.audio, ex.duration = str(wav), round(len(audio) / 16000, 3)
+            ex.audio, ex.duration = str(wav), round(len(audio) / SAMPLE_RATE, 3)
         out.append(ex)
     return out
 

@@ -46,11 +46,11 @@ from typing import Iterator
 
 import numpy as np
 
+from omnishift.models.encoder import SAMPLE_RATE  # re-exported: Whisper's input rate
 from omnishift.paths import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # what Whisper's feature extractor expects
 MAX_SECONDS = 30.0  # Whisper's input window: longer prompts would be cut
 RATE_RANGE = (80, 450)  # espeakRATE_MINIMUM .. espeakRATE_MAXIMUM, words per minute
 PITCH_RANGE = (0, 100)

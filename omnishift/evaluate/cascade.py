@@ -27,6 +27,7 @@ import numpy as np
 
 from omnishift.evaluate.qa import build_eval_items, evaluate
 from omnishift.evaluate.wer import corpus_wer, word_errors
+from omnishift.models.encoder import SAMPLE_RATE
 from omnishift.models.processor import t2t_prompt
 
 
@@ -75,7 +76,7 @@ class WhisperASR:
         out = []
         for s in range(0, len(audios), batch_size):
             chunk = [np.asarray(a, dtype=np.float32) for a in audios[s:s + batch_size]]
-            feats = self.feature_extractor(chunk, sampling_rate=16000, return_tensors="np",
+            feats = self.feature_extractor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="np",
                                            padding="max_length")["input_features"]  # N, n_mels, 3000
             results = self.model.generate(
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),

@@ -129,13 +129,6 @@ def aggregate(scores: dict[str, torch.Tensor]) -> tuple[dict[int, float], dict[t
     return dict(sorted(layers.items())), modules
 
 
-def layer_distribution(scores: dict[str, torch.Tensor]) -> torch.Tensor:
-    """I_layer(i) normalised to sum to 1 (paper Fig. 2-3), as a float64 vector over layers."""
-    layers, _ = aggregate(scores)
-    v = torch.tensor([layers[i] for i in sorted(layers)], dtype=torch.float64)
-    return v / v.sum()
-
-
 def _layer_rows(layers: dict[int, float]):
     total = sum(layers.values()) or 1.0
     return [(i, f"{v:.6e}", f"{v / total:.6f}") for i, v in layers.items()]

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: Whisper's input rate; every clip in the project is resampled to it (the one place it is written).
+SAMPLE_RATE = 16000
+
 
 def _is_encoder_only(path: Path) -> bool:
     """An encoder-only folder's weights have no ``model.encoder.``/``decoder`` prefixes."""
@@ -61,7 +64,7 @@ def load_speech_encoder(name_or_path: str | Path, dtype: torch.dtype = torch.flo
     return encoder.eval().requires_grad_(False), fe
 
 
-def log_mel_features(feature_extractor, audios: list[np.ndarray], sampling_rate: int = 16000) -> torch.Tensor:
+def log_mel_features(feature_extractor, audios: list[np.ndarray], sampling_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Log-mel features padded to Whisper's 30 s window: ``(B, n_mels, 3000)``."""
     return feature_extractor(
         [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=sampling_rate,
@@ -134,7 +137,7 @@ def encode_clips(encoder, feature_extractor, policy, audios: list) -> list[torch
     if policy.short_window:
         n = 2 * int(frames.max()) * feature_extractor.hop_length + feature_extractor.hop_length  # samples
         padded = [np.pad(np.asarray(a, dtype=np.float32), (0, max(0, n - len(a)))) for a in audios]
-        feats = feature_extractor(padded, sampling_rate=16000, return_tensors="pt",
+        feats = feature_extractor(padded, sampling_rate=SAMPLE_RATE, return_tensors="pt",
                                   padding="longest")["input_features"]  # N, n_mels, >= 2 max(frames)
     else:
         feats = log_mel_features(feature_extractor, audios)  # N, n_mels, 3000

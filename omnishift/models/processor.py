@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from omnishift.models.encoder import SAMPLE_RATE
+
 IGNORE_INDEX = -100
 FRAMES_PER_SECOND = 50  # Whisper: 100 mel frames/s, conv2 stride 2
 S2T_INSTRUCTION = "Please directly answer the questions in the user's speech."
@@ -60,7 +62,7 @@ class FramePolicy:
         """True when the encoder runs on the kept frames only (``clip``), not the 30 s window."""
         return self.policy == "clip"
 
-    def encoder_frames(self, num_samples: int, sample_rate: int = 16000) -> int:
+    def encoder_frames(self, num_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
         """Encoder frames kept for a clip of ``num_samples`` samples (a multiple of ``k``)."""
         if self.policy == "pad30":
             return (self.max_frames // self.k) * self.k
@@ -68,7 +70,7 @@ class FramePolicy:
         frames = math.ceil(seconds * FRAMES_PER_SECOND / self.k) * self.k
         return min(frames, (self.max_frames // self.k) * self.k)
 
-    def num_embeddings(self, num_samples: int, sample_rate: int = 16000) -> int:
+    def num_embeddings(self, num_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
         """Speech embeddings the adaptor yields for the clip."""
         return self.encoder_frames(num_samples, sample_rate) // self.k
 
@@ -190,7 +192,7 @@ class SpeechLLMProcessor:
             batch["speech_frames"] = torch.tensor(speech_frames, dtype=torch.long)
         if speech_audio:
             feats = self.feature_extractor(
-                speech_audio, sampling_rate=16000, return_tensors="pt", padding="max_length"
+                speech_audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length"
             )["input_features"]
             batch["input_features"] = feats  # N, n_mels, 3000
             batch["speech_frames"] = torch.tensor(speech_frames, dtype=torch.long)

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from omnishift.models.encoder import SAMPLE_RATE
+
 
 def cmd_run(args) -> int:
     from omnishift.pipeline.config import load_experiment
@@ -69,9 +71,9 @@ def cmd_demo_quick(args) -> int:
     rows = []
     for (qid, q, refs), audio, ta, sa in zip(DEMO_QUESTIONS, audios, text_answers, speech_answers):
         n_emb = model.processor.frame_policy.num_embeddings(len(audio))
-        rows.append({"id": qid, "question": q, "references": refs, "audio_s": round(len(audio) / 16000, 2),
+        rows.append({"id": qid, "question": q, "references": refs, "audio_s": round(len(audio) / SAMPLE_RATE, 2),
                      "speech_embeddings": n_emb, "text_answer": ta, "speech_answer": sa})
-        print(f"\n[{qid}] {q}  ({len(audio) / 16000:.2f} s of speech -> {n_emb} embeddings)")
+        print(f"\n[{qid}] {q}  ({len(audio) / SAMPLE_RATE:.2f} s of speech -> {n_emb} embeddings)")
         print(f"  from text  : {ta}")
         print(f"  from speech: {sa}   (untrained adaptor: speech answers are not meaningful yet)")
     result = {"models": {k: v["path"] for k, v in prep.items()}, "timings": timings, "items": rows}

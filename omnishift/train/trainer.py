@@ -158,15 +158,27 @@ class FixedEntries:
 
 
 def build_optimizer(groups: list[ParamGroup], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with one param group per :class:`ParamGroup`, ``lr = base(lr_key) · lr_scale``."""
+    """AdamW with one param group per :class:`ParamGroup`, ``lr = base(lr_key) · lr_scale``.
+
+    Weight decay applies to matrices only (nanoGPT): with ``optim.weight_decay > 0`` a group's
+    biases, norm gains and other 1-D tensors go to a sibling group ``NAME.no_decay`` at the same
+    LR. With 0 (every shipped config) the groups stay one per :class:`ParamGroup`, as in runs and
+    checkpoints made before the split.
+    """
     base = {"lr": config.optim.lr, "adaptor_lr": config.optim.adaptor_lr}
+    wd = config.optim.weight_decay
+    out = []
     for g in groups:
         if g.lr_key not in base:
             raise ValueError(f"group {g.name}: lr_key {g.lr_key!r} must be one of {sorted(base)}")
-    return torch.optim.AdamW(
-        [{"params": g.params, "lr": base[g.lr_key] * g.lr_scale, "name": g.name} for g in groups if g.params],
-        weight_decay=config.optim.weight_decay,
-    )
+        lr = base[g.lr_key] * g.lr_scale
+        if not wd:
+            out.append({"params": g.params, "lr": lr, "name": g.name, "weight_decay": 0.0})
+            continue
+        out.append({"params": [p for p in g.params if p.dim() >= 2], "lr": lr, "name": g.name, "weight_decay": wd})
+        out.append({"params": [p for p in g.params if p.dim() < 2], "lr": lr, "name": f"{g.name}.no_decay",
+                    "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in out if g["params"]], weight_decay=wd)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -56,6 +56,14 @@ def test_layer_lr_groups_follow_eq3(tmp_path, make_config, speech_items):
     assert all(group_of[id(p)] == "adaptor" for p in model.adaptor.parameters())
     assert sum(len(g["params"]) for g in opt.param_groups) == len([p for p in model.parameters() if p.requires_grad])
 
+    decayed = build_optimizer(groups, make_config("layer_lr", {"coefficients": str(coef_file)},
+                                                  optim={"lr": 1e-3, "adaptor_lr": 5e-3, "weight_decay": 0.1}))
+    for g in decayed.param_groups:  # nanoGPT: matrices decay, biases / norm gains do not, at the group's LR
+        assert g["weight_decay"] == (0.0 if g["name"].endswith(".no_decay") else 0.1)
+        assert all((p.dim() >= 2) == (not g["name"].endswith(".no_decay")) for p in g["params"])
+        assert g["lr"] == by_name[g["name"].removesuffix(".no_decay")]["lr"]
+    assert sum(len(g["params"]) for g in decayed.param_groups) == sum(len(g["params"]) for g in opt.param_groups)
+
     # and during training the schedule keeps the ratios: logged lr per group = coef x llm base lr
     out = train(cfg, items=speech_items)
     for line in (out.parent / "log.jsonl").read_text().splitlines()[:2]:
