@@ -169,3 +169,21 @@ def plot_change_heatmaps(deltas_by_label: dict[str, dict[str, torch.Tensor]], ou
             panels[label][name] = (downsample(normalize(d), max_side), sub)
     return plot_grid(panels, out_png, "Parameter change |ΔW| (normalised per matrix)", "|ΔW| / max |ΔW|",
                      cmap="viridis")
+
+
+def change_summary(deltas_by_label: dict[str, dict[str, torch.Tensor]], fraction: float = 0.05) -> dict:
+    """The numbers behind Fig. 4, per method and matrix: largest |ΔW|, the row and column that
+    changed most (summed |ΔW|) and the rank-clustering score of the top-``fraction`` cells.
+
+    Returns:
+        ``{method: {matrix name: {"max_abs", "top_row", "top_col", "clustering"}}}`` (JSON-ready).
+    """
+    out = {}
+    for label, deltas in deltas_by_label.items():
+        out[label] = {}
+        for name, d in deltas.items():
+            a = d.detach().abs().float()
+            out[label][name] = {"max_abs": float(a.max()), "top_row": int(a.sum(1).argmax()),
+                                "top_col": int(a.sum(0).argmax()),
+                                "clustering": rank_clustering_score(top_region(a, fraction))["score"]}
+    return out

@@ -161,9 +161,10 @@ def cmd_cluster(args) -> int:
 
 def cmd_change(args) -> int:
     """Deltas against the base LLM: full checkpoints by subtraction, PEFT adapters as scale·B·A."""
-    from omnishift.importance.change import lora_deltas, plot_change_heatmaps, weight_deltas
+    from omnishift.importance.change import change_summary, lora_deltas, plot_change_heatmaps, weight_deltas
     from omnishift.importance.clustering import select_matrices
     from omnishift.models.defaults import load_llm
+    from omnishift.paths import atomic_write_text
 
     deltas, base_cache = {}, {}
     for label, folder in (r.split("=", 1) for r in args.runs):
@@ -178,5 +179,7 @@ def cmd_change(args) -> int:
         tuned = load_llm(Path(folder) / "llm")[0].state_dict()
         names = select_matrices(list(tuned), args.layer)
         deltas[label] = weight_deltas(base_cache[base_name], tuned, names)
-    print(plot_change_heatmaps(deltas, args.out))
+    png = plot_change_heatmaps(deltas, args.out)
+    atomic_write_text(Path(png).with_suffix(".json"), json.dumps(change_summary(deltas), indent=2) + "\n")
+    print(png)
     return 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_models import make_tiny_llm
 
-from omnishift.importance.change import lora_deltas, normalize, plot_change_heatmaps, weight_deltas
+from omnishift.importance.change import change_summary, lora_deltas, normalize, plot_change_heatmaps, weight_deltas
 from omnishift.importance.clustering import select_matrices
 from omnishift.importance.scores import MODULES
 
@@ -65,5 +65,14 @@ def test_plot_change_heatmaps(lora_setup, tmp_path):
     g = torch.Generator().manual_seed(0)
     full = {n: torch.rand(base[n].shape, generator=g) * 1e-3 for n in names}
     png = plot_change_heatmaps({"full": full, "lora": lora_deltas(adapter_dir, names)}, tmp_path / "chg.png")
-    assert png.stat().st_size > 5000
-    assert [p.name for p in tmp_path.glob("*.png")] == ["chg.png"]
+    from matplotlib.image import imread
+
+    img = imread(png)  # 2 method rows x 7 matrix columns: a wide, drawn grid
+    assert img.ndim == 3 and img.shape[1] > 2 * img.shape[0] and img[..., :3].std() > 0.05
+    assert [p.name for p in tmp_path.glob("*.png")] == ["chg.png"]  # no temp file left behind
+    summary = change_summary({"full": full, "lora": lora_deltas(adapter_dir, names)})
+    assert set(summary) == {"full", "lora"} and set(summary["full"]) == set(names)
+    for n in names:
+        d = full[n]
+        assert summary["full"][n]["max_abs"] == pytest.approx(float(d.max()))
+        assert summary["full"][n]["top_row"] == int(d.sum(1).argmax())

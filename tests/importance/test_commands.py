@@ -24,7 +24,18 @@ def test_change_command_full_and_lora(tmp_path, tiny_tokenizer):
     lora.save_pretrained(tmp_path / "lora")
     out = tmp_path / "fig4.png"
     assert main(["importance", "change", f"full={tmp_path / 'full'}", f"lora={tmp_path / 'lora'}", "--out", str(out)]) == 0
-    assert out.stat().st_size > 5000
+    import json
+
+    from matplotlib.image import imread
+
+    summary = json.loads(out.with_suffix(".json").read_text())
+    up = summary["full"]["model.layers.1.mlp.up_proj.weight"]
+    assert up["top_row"] == 3 and up["max_abs"] == pytest.approx(1.0, abs=1e-6)  # the planted change, found
+    others = [v["max_abs"] for n, v in summary["full"].items() if n != "model.layers.1.mlp.up_proj.weight"]
+    assert len(others) == 6 and max(others) == 0.0  # nothing else changed in the full model
+    assert len(summary["lora"]) == 7 and min(v["max_abs"] for v in summary["lora"].values()) > 0
+    img = imread(out)
+    assert img.ndim == 3 and img.shape[1] > img.shape[0] and img[..., :3].std() > 0.05  # a drawn, wide grid
 
 
 def test_build_items_hf_source_gets_an_audio_folder(tmp_path, monkeypatch):
