@@ -13,10 +13,11 @@ from pathlib import Path
 
 def cmd_align_data(args) -> int:
     from omnishift.align.augment import AugmentConfig
-    from omnishift.align.dataset import build_alignment_set
+    from omnishift.align.dataset import alignment_texts, build_alignment_set
 
     policy = {"policy": args.policy, "k": args.k, "margin_s": args.margin}
-    summary = build_alignment_set(args.out, args.n, encoder=args.encoder, policy=policy, seed=args.seed,
+    texts = alignment_texts(responses=args.texts == "questions+responses")
+    summary = build_alignment_set(args.out, args.n, encoder=args.encoder, policy=policy, seed=args.seed, texts=texts,
                                   workers=args.workers, shard_size=args.shard_size,
                                   augment_cfg=AugmentConfig(engines=parse_engines(args.engines)))
     print(json.dumps({k: summary[k] for k in ("clips", "skipped", "hours", "distinct_voices", "clips_per_s_this_call",
@@ -98,6 +99,9 @@ def register(sub) -> None:
     s.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
     s.add_argument("--shard-size", type=int, default=500)
     s.add_argument("--encoder", help="encoder name/folder (default: the default encoder)")
+    s.add_argument("--texts", choices=["questions", "questions+responses"], default="questions",
+                   help="what is spoken: questions/instructions, or also the instruction sets' response sentences "
+                        "(covers far more of the LLM's vocabulary)")
     s.add_argument("--engines", default="espeak",
                    help="synthesizers and their weights, e.g. espeak=3,pico=1 (pico needs omnishift[pico])")
     s.add_argument("--policy", choices=["clip", "trim", "pad30"], default="clip",
