@@ -60,11 +60,16 @@ def test_alignment_texts_never_hold_a_benchmark_question(shared_data):
     from omnishift.align.dataset import _norm
     from omnishift.data.sources import load_llama_questions, load_web_questions
 
-    texts = alignment_texts(shared_data)
-    keys = {_norm(t) for _, t in texts}
-    assert len(texts) > 15000 and len(keys) == len(texts)
-    assert not keys & {_norm(e.text) for e in load_llama_questions(shared_data)}
-    assert not keys & {_norm(e.text) for e in load_web_questions("test", shared_data)}
+    questions = alignment_texts(shared_data)
+    texts = alignment_texts(shared_data, responses=True)
+    assert texts[: len(questions)] == questions  # responses only add: question-only sets keep their texts
+    assert len(texts) > 3 * len(questions) and all("/r" in i for i, _ in texts[len(questions):])
+    for t in (questions, texts):
+        keys = {_norm(x) for _, x in t}
+        assert len(questions) > 15000 and len(keys) == len(t)
+        assert not keys & {_norm(e.text) for e in load_llama_questions(shared_data)}
+        assert not keys & {_norm(e.text) for e in load_web_questions("test", shared_data)}
+        assert all(3 <= len(x.split()) <= 30 and x.isascii() for _, x in t)
 
 
 def test_an_espeak_only_plan_draws_as_before_engines_existed():
