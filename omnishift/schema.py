@@ -177,3 +177,47 @@ def check_same_run(out_dir: Path, new: dict, may_differ: set) -> None:
     if diff:
         raise ValueError(f"{out_dir}: cannot resume with a different config (changed: {diff}); "
                          "use a new out_dir for a new run")
+
+
+def require(cfg, origin: str, *rules: tuple[str, object]) -> None:
+    """Check value ranges after :func:`build`; raise one :class:`ConfigError` naming every bad key.
+
+    Args:
+        cfg: the built config (dataclass tree).
+        origin: where it came from (file name), for the message.
+        rules: ``(dotted key, test)`` pairs; ``test`` is ``(predicate, "what it must be")``.
+
+    Why at load: a negative LR trains in the wrong direction and ``epochs: 0`` saves an untrained
+    model, both with exit 0 (issue 12); a load-time refusal costs nothing.
+    """
+    bad = []
+    for key, (ok, want) in rules:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            bad.append(f"'{key}' = {value!r} must be {want}")
+    if bad:
+        raise ConfigError(f"{origin}: " + "; ".join(bad))
+
+
+POSITIVE = (lambda v: v > 0, "> 0")
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+NONE_OR_AT_LEAST_1 = (lambda v: v is None or v >= 1, "null or >= 1")
+NONE_OR_POSITIVE = (lambda v: v is None or v > 0, "null or > 0")
+FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (``--limit``, ``--batch-size``, ``--max-new-tokens``): 0 or a negative
+    number would silently mean "everything" or "nothing" downstream, so it is refused here."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omnishift.schema import positive_int
+
 
 def cmd_align_data(args) -> int:
     from omnishift.align.augment import AugmentConfig
@@ -94,7 +96,7 @@ def register(sub) -> None:
     s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
                                           "encoder states cached)")
     s.add_argument("--out", required=True, help="set folder (resumes a partial build with the same inputs)")
-    s.add_argument("--n", type=int, default=20000, help="clips")
+    s.add_argument("--n", type=positive_int, default=20000, help="clips")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
     s.add_argument("--shard-size", type=int, default=500)
@@ -119,8 +121,8 @@ def register(sub) -> None:
     s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: greedy CTC transcripts and WER on a benchmark")
     s.add_argument("model", help="speech-LLM folder with a CTC head")
     s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
-    s.add_argument("--limit", type=int)
-    s.add_argument("--subset", type=int)
+    s.add_argument("--limit", type=positive_int)
+    s.add_argument("--subset", type=positive_int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
     s.add_argument("--checkpoint", help="use the adaptor of this checkpoint folder of the same run "

@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
-from omnishift.schema import ConfigError, build, read_yaml
+from omnishift.schema import (AT_LEAST_1, FRACTION, NON_NEGATIVE, NONE_OR_AT_LEAST_1, NONE_OR_POSITIVE, POSITIVE,
+                              ConfigError, build, read_yaml, require)
 from omnishift.train.config import CheckpointConfig
 
 
@@ -112,8 +113,10 @@ def load_align_config(yaml_path: str | Path | None, overrides: list[str] | tuple
     data, origin = read_yaml(yaml_path, overrides, "align config")
     cfg = build(AlignConfig, data, "", origin)
     cfg.objective_configs()
-    if cfg.loop.max_steps < 1 or cfg.optim.lr <= 0:
-        raise ConfigError(f"{origin}: loop.max_steps must be >= 1 and optim.lr > 0")
+    require(cfg, origin, ("loop.max_steps", AT_LEAST_1), ("optim.lr", POSITIVE), ("optim.weight_decay", NON_NEGATIVE),
+            ("optim.warmup_ratio", FRACTION), ("optim.max_grad_norm", NONE_OR_POSITIVE),
+            ("loop.log_every", AT_LEAST_1), ("loop.eval_every", NON_NEGATIVE), ("data.limit", NONE_OR_AT_LEAST_1),
+            ("data.heldout", NON_NEGATIVE), ("checkpoint.save_every", NON_NEGATIVE))
     return cfg
 
 

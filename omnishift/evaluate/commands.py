@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omnishift.schema import positive_int
+
 
 def _benchmark_args(s) -> None:
-    s.add_argument("--limit", type=int, help="read only the first N items")
-    s.add_argument("--subset", type=int, help="then a fixed-seed sample of N items, the same for every model")
+    s.add_argument("--limit", type=positive_int, help="read only the first N items")
+    s.add_argument("--subset", type=positive_int, help="then a fixed-seed sample of N items, the same for every model")
     s.add_argument("--seed", type=int, default=0, help="seed of --subset")
     s.add_argument("--audio-dir", help="where S2T audio is synthesized (eSpeak NG) when the benchmark has none; "
                                        "reused on later runs")
     s.add_argument("--prompt", choices=["instruction", "plain"], default="instruction",
                    help="T2T user turn: question + LLaMA-Omni instruction, or the bare question")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--batch-size", type=positive_int, default=16)
+    s.add_argument("--max-new-tokens", type=positive_int, default=64)
     s.add_argument("--feature-cache", help="S2T: folder of cached Whisper encoder outputs, shared by every model "
                                            "evaluated on the same clips (each clip is encoded once)")
 
@@ -107,7 +109,7 @@ def register(sub) -> None:
     s.add_argument("--model", help="speech-LLM folder (default: base models, untrained adaptor)")
     s.add_argument("--no-instruction", dest="instruction", action="store_false",
                    help="send --text as is, without the LLaMA-Omni answer instruction")
-    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--max-new-tokens", type=positive_int, default=64)
     s.set_defaults(func=cmd_ask)
 
     s = sub.add_parser("eval", help="spoken-QA accuracy from text (T2T) and speech (S2T)")

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from omnishift.importance.deactivate import perplexity
+from omnishift.schema import positive_int
 
 
 def listening_check(model, text_items: list[dict], speech_items: list[dict], batch_size: int = 4) -> dict:
@@ -67,10 +68,10 @@ def add_parser(sub) -> None:
                                               "clip vs another item's clip (and from text)")
     s.add_argument("model", help="'base' or a speech-LLM folder")
     s.add_argument("--data", required=True, help="prompt/response source with audio, e.g. a training manifest")
-    s.add_argument("--limit", type=int, default=64)
+    s.add_argument("--limit", type=positive_int, default=64)
     s.add_argument("--audio-dir", help="where missing speech is synthesized")
-    s.add_argument("--max-response-tokens", type=int, default=64)
-    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--max-response-tokens", type=positive_int, default=64)
+    s.add_argument("--batch-size", type=positive_int, default=4)
     s.add_argument("--speech-input", choices=["adaptor", "ctc_top1", "ctc_soft"],
                    help="read the speech another way than the model folder says (CTC-head models)")
     s.add_argument("--out", help="also write the JSON here")

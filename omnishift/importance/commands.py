@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omnishift.schema import positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("importance", help="parameter-importance analysis (paper Sec. 2)")
@@ -24,9 +26,9 @@ def register(sub) -> None:
     c.add_argument("--modality", choices=["text", "speech"], default="text")
     c.add_argument("--mode", choices=["dataset", "batch"], default="dataset")
     c.add_argument("--fraction", type=float, default=1 / 30, help="share of the data used (paper: 1/30)")
-    c.add_argument("--limit", type=int, help="read at most this many examples first")
-    c.add_argument("--batch-size", type=int, default=4)
-    c.add_argument("--max-response-tokens", type=int, default=128)
+    c.add_argument("--limit", type=positive_int, help="read at most this many examples first")
+    c.add_argument("--batch-size", type=positive_int, default=4)
+    c.add_argument("--max-response-tokens", type=positive_int, default=128)
     c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--audio-dir", help="where synthesized audio goes (speech modality)")
@@ -41,12 +43,12 @@ def register(sub) -> None:
     d.add_argument("--text-data", required=True)
     d.add_argument("--speech-data", help="source spec for the speech-input set (synthesized if needed)")
     d.add_argument("--audio-dir")
-    d.add_argument("--limit", type=int, default=64)
+    d.add_argument("--limit", type=positive_int, default=64)
     d.add_argument("--fraction", type=float, default=0.03)
     d.add_argument("--per-matrix", action="store_true")
     d.add_argument("--scope", choices=["layers", "all"], default="layers",
                    help="decoder-layer matrices (default) or every scored tensor incl. embeddings and norms")
-    d.add_argument("--max-response-tokens", type=int, default=128)
+    d.add_argument("--max-response-tokens", type=positive_int, default=128)
     d.add_argument("--out", required=True)
     d.set_defaults(func=cmd_deactivate)
 

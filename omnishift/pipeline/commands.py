@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from omnishift.models.encoder import SAMPLE_RATE
+from omnishift.schema import positive_int
 
 
 def cmd_run(args) -> int:
@@ -106,6 +107,6 @@ def register(sub) -> None:
     s.add_argument("--quick", action="store_true",
                    help="fast path: only answer two synthesized questions from text and speech (no training)")
     s.add_argument("--frame-policy", choices=["trim", "clip", "pad30"], default="trim", help="--quick only")
-    s.add_argument("--max-new-tokens", type=int, default=32, help="--quick only")
+    s.add_argument("--max-new-tokens", type=positive_int, default=32, help="--quick only")
     s.add_argument("--out", type=Path, help="--quick only: also write the result as JSON here")
     s.set_defaults(func=cmd_demo)

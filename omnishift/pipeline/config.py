@@ -251,8 +251,9 @@ def resolve_path(path: str | None, base_dir: str | Path = ".") -> str | None:
 def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
     from omnishift.train.methods import METHODS
 
-    if not cfg.name or "/" in cfg.name:
-        raise ConfigError(f"{origin}: name must be a plain folder name, got {cfg.name!r}")
+    if not cfg.name or any(c in cfg.name for c in "/\\") or cfg.name in (".", "..") or cfg.name.startswith("."):
+        raise ConfigError(f"{origin}: name must be a plain folder name inside out_root (no '/', '\\', '.' or '..' "
+                          f"at its start), got {cfg.name!r}")
     unknown = [s for s in cfg.stage_list() if s not in STAGES]
     if unknown:
         raise ConfigError(f"{origin}: unknown stage {unknown[0]!r}; stages are {list(STAGES)}")

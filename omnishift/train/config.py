@@ -26,7 +26,8 @@ from pathlib import Path
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
-from omnishift.schema import ConfigError, build, read_yaml
+from omnishift.schema import (AT_LEAST_1, FRACTION, NON_NEGATIVE, NONE_OR_AT_LEAST_1, NONE_OR_POSITIVE, POSITIVE,
+                              ConfigError, build, read_yaml, require)
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "dump_config", "config_from_dict"]  # ConfigError re-exported
 
@@ -141,6 +142,15 @@ class TrainConfig:
 def config_from_dict(data: dict, origin: str = "config") -> TrainConfig:
     """Build and validate a :class:`TrainConfig` (method name and options included)."""
     cfg = build(TrainConfig, data, "", origin)
+    require(cfg, origin, ("optim.lr", POSITIVE), ("optim.adaptor_lr", POSITIVE), ("optim.weight_decay", NON_NEGATIVE),
+            ("optim.warmup_ratio", FRACTION), ("optim.max_grad_norm", NONE_OR_POSITIVE),
+            ("loop.max_steps", NONE_OR_AT_LEAST_1), ("loop.batch_size", AT_LEAST_1), ("loop.grad_accum", AT_LEAST_1),
+            ("loop.log_every", AT_LEAST_1), ("checkpoint.save_every", NON_NEGATIVE),
+            ("checkpoint.keep_last", NON_NEGATIVE), ("data.limit", NONE_OR_AT_LEAST_1),
+            ("data.max_response_tokens", NONE_OR_AT_LEAST_1),
+            ("data.modality", (lambda v: v in ("speech", "text"), "'speech' or 'text'")))
+    if cfg.loop.max_steps is None:
+        require(cfg, origin, ("loop.epochs", AT_LEAST_1))
     from omnishift.train.methods import parse_options
 
     parse_options(cfg.method.name, cfg.method.options, origin)  # fail at load time, not at step 0
