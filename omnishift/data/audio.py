@@ -8,12 +8,14 @@ asks, see :class:`omnishift.data.manifest.SkipReport`), never be silently cut or
 from __future__ import annotations
 
 import io
+import re
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 
 from omnishift.models.encoder import SAMPLE_RATE  # re-exported: Whisper's input rate
+
 MAX_SECONDS = 30.0
 
 
@@ -43,10 +45,41 @@ def _read(source, label: str) -> tuple[np.ndarray, int]:
                              "(relative paths resolve against the manifest's folder)")
         handle, where = path, str(path)
     try:
-        data, sr = sf.read(handle, dtype="float32", always_2d=True)  # T, C
+        with sf.SoundFile(handle) as f:
+            _check_not_truncated(f.extra_info, label, where)
+            data, sr = f.read(dtype="float32", always_2d=True), f.samplerate  # T, C
+    except AudioError:
+        raise
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioError(f"{label}: cannot decode {where} ({e}); re-encode it as 16-bit PCM WAV or FLAC") from None
-    return data.mean(axis=1), sr  # T, C -> T (down-mix)
+    return _downmix(data, label, where), sr
+
+
+_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+
+
+def _check_not_truncated(info: str, label: str, where: str) -> None:
+    """A WAV whose data chunk claims more bytes than the file holds was cut off (a partial copy or
+    download); libsndfile reads the part that is there without a word, so refuse it. Streaming
+    writers' placeholder sizes (0, 0xFFFFFFFF) are not truncation."""
+    m = _DATA_SIZE.search(info)
+    if m:
+        claimed, present = int(m.group(1)), int(m.group(2))
+        if present < claimed and claimed not in (0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8):
+            raise AudioError(f"{label}: {where} is truncated: its header promises {claimed} bytes of audio but "
+                             f"only {present} are there ({100 * present / claimed:.0f}%); copy or download it again")
+
+
+def _downmix(data: np.ndarray, label: str, where: str) -> np.ndarray:
+    """``(T, C)`` -> ``(T,)`` by averaging channels, refusing channels that cancel: anti-phase
+    stereo averages to near silence, which would be read as a silent clip."""
+    mono = data.mean(axis=1)  # T, C -> T
+    if data.shape[1] > 1:
+        channel_rms = float(np.sqrt(np.mean(data ** 2)))
+        if channel_rms > 1e-3 and float(np.sqrt(np.mean(mono ** 2))) < 0.1 * channel_rms:
+            raise AudioError(f"{label}: the {data.shape[1]} channels of {where} cancel when mixed to mono "
+                             "(anti-phase); keep one channel, e.g. ffmpeg -i IN -af pan=mono|c0=c0 OUT.wav")
+    return mono
 
 
 def resample(audio: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:

@@ -51,3 +51,31 @@ def test_bad_audio_names_item_and_fix(tmp_path, case, match):
     with pytest.raises(AudioError, match=match) as e:
         load_audio(p, item=f"id_{case}")
     assert f"id_{case}" in str(e.value)
+
+
+def test_a_truncated_wav_is_refused_not_read_half_length(tmp_path):
+    import soundfile as sf
+
+    x = (0.5 * np.sin(np.arange(32000) / 5)).astype(np.float32)
+    sf.write(tmp_path / "full.wav", x, 16000, subtype="PCM_16")
+    raw = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(raw[: len(raw) // 2])
+    assert len(load_audio(tmp_path / "full.wav", item="ok")) == 32000
+    with pytest.raises(AudioError, match=r"item 'q7'.*truncated.*64000 bytes.*only 3\d{4} are there"):
+        load_audio(tmp_path / "cut.wav", item="q7")
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(raw[: len(raw) // 2], item="q7")  # the same bytes in memory
+
+
+def test_anti_phase_stereo_is_refused_but_real_stereo_is_mixed(tmp_path):
+    import soundfile as sf
+
+    x = (0.5 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+    sf.write(tmp_path / "anti.wav", np.stack([x, -x], 1), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError, match="cancel when mixed"):
+        load_audio(tmp_path / "anti.wav", item="a")
+    sf.write(tmp_path / "stereo.wav", np.stack([x, 0.5 * x], 1), 16000, subtype="PCM_16")
+    np.testing.assert_allclose(load_audio(tmp_path / "stereo.wav"), 0.75 * x, atol=1e-4)
+    silent = np.zeros((16000, 2), np.float32)
+    sf.write(tmp_path / "silent.wav", silent, 16000, subtype="PCM_16")
+    assert not load_audio(tmp_path / "silent.wav").any()  # digital silence is allowed
