@@ -6,7 +6,10 @@ listening test all need the same items; they import this, never a CLI module.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir: str | None = None,
@@ -37,9 +40,15 @@ def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir
     if spec.startswith("hf:") and not audio_dir:
         raise ValueError(f"{spec}: an HF dataset's audio is decoded to WAV files: set the audio folder "
                          "(data.audio_dir for training, --audio-dir for importance)")
-    examples = [e for e in load_source(spec, limit=limit, **extra) if e.response]
+    loaded = load_source(spec, limit=limit, **extra)
+    examples = [e for e in loaded if e.response]
+    no_response = [e.id for e in loaded if not e.response]
     if not examples:
-        raise ValueError(f"{spec}: no examples with a response; importance needs prompt/response pairs")
+        raise ValueError(f"{spec}: none of its {len(loaded)} examples has a response; training, importance and "
+                         "perplexity need prompt/response pairs (add a 'response' or 'output' field)")
+    if no_response:
+        log.warning("%s: %d of %d examples have no response and are skipped (e.g. %s)", spec, len(no_response),
+                    len(loaded), ", ".join(no_response[:3]))
     if max_response_tokens and tokenizer is not None:
         for e in examples:
             ids = tokenizer(e.response, add_special_tokens=False)["input_ids"]
@@ -60,4 +69,6 @@ def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir
                 if on_error != "skip":
                     raise
                 report.add(e.id, str(err))
-    return items, {"source": spec, "examples": len(examples), "items": len(items), "skipped": report.count}
+    return items, {"source": spec, "examples": len(examples), "items": len(items),
+                   "skipped": report.count + len(no_response), "skipped_no_response": len(no_response),
+                   "skipped_bad_audio": report.count}

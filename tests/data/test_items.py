@@ -1,0 +1,32 @@
+"""build_items: rows without a response are counted and named, never dropped silently (issue 12.5)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from omnishift.data.items import build_items
+
+
+def _manifest(tmp_path, rows):
+    p = tmp_path / "m.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(p)
+
+
+def test_rows_without_response_are_counted_and_named(tmp_path, caplog):
+    spec = _manifest(tmp_path, [{"id": "a", "text": "What is two plus two?", "response": "Four."},
+                                {"id": "b", "text": "No answer here"}, {"id": "c", "text": "Nor here", "response": ""}])
+    with caplog.at_level(logging.WARNING):
+        items, info = build_items(spec, "text")
+    assert [it["response"] for it in items] == ["Four."]
+    assert info["skipped"] == 2 and info["skipped_no_response"] == 2 and info["items"] == 1
+    assert "2 of 3 examples have no response" in caplog.text and "b, c" in caplog.text
+
+
+def test_a_source_without_any_response_is_refused(tmp_path):
+    spec = _manifest(tmp_path, [{"id": "b", "text": "No answer here"}])
+    with pytest.raises(ValueError, match="none of its 1 examples has a response"):
+        build_items(spec, "text")
