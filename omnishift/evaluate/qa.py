@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from omnishift.evaluate.scoring import bootstrap_ci, is_correct
 from omnishift.models.processor import s2t_prompt, t2t_prompt
 from omnishift.paths import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def select_subset(examples: list, n: int | None, seed: int = 0) -> list:
@@ -115,6 +120,53 @@ def finished_summary(out_dir: str | Path, n: int) -> dict | None:
     return s if s.get("n") == n and "accuracy" in s else None
 
 
+def model_identity(model) -> dict:
+    """What decides a model's answers: its config and the hashes of its LLM and adaptor weights
+    (a test double without them is identified by its class name)."""
+    import dataclasses
+
+    from omnishift.fingerprint import weights_sha256
+
+    out = {"class": type(model).__name__}
+    for part in ("llm", "adaptor"):
+        module = getattr(model, part, None)
+        if isinstance(module, torch.nn.Module):
+            out[part] = weights_sha256(module)
+    config = getattr(model, "config", None)
+    if dataclasses.is_dataclass(config):
+        out["config"] = dataclasses.asdict(config)
+    return out
+
+
+def item_key(item: dict) -> str:
+    """Fingerprint of what an answer depends on besides the model: prompt, audio samples, references."""
+    from omnishift.fingerprint import fingerprint
+
+    audio = item.get("audio")
+    if audio is not None and not isinstance(audio, (str, Path)):
+        audio = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
+    return fingerprint({"prompt": item["prompt"], "audio": audio, "references": item["references"]})
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict]:
+    """Records of a JSONL file an interrupted writer may have left with a torn last line: that line
+    is dropped (and the file rewritten without it, with a warning naming it)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON (and not the last line an interrupted write "
+                                 "could leave); fix or delete the file") from None
+            log.warning("%s: dropping a torn last line (an interrupted write): %r", path, line[:80])
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    return out
+
+
 def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 64,
              progress: bool = True, label: str = "", meta: dict | None = None, continuous: bool = True,
              feature_cache: str | Path | None = None) -> dict:
@@ -146,16 +198,17 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
         The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``
         plus ``meta``).
     """
+    from omnishift.fingerprint import check_produced_by
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_produced_by(out_dir, {"model": model_identity(model), "max_new_tokens": max_new_tokens}, "evaluation",
+                      "evaluate into a new --out folder (or delete this one)", results=("items.jsonl", "summary.json"))
     done_file = out_dir / "items.jsonl"
     done = {}
     if done_file.is_file():
-        for line in done_file.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[r["id"]] = r
-    todo = [it for it in items if it["id"] not in done]
+        done = {r["id"]: r for r in read_jsonl_tolerant(done_file)}
+    keys = {it["id"]: item_key(it) for it in items}
+    todo = [it for it in items if done.get(it["id"], {}).get("item_key") != keys[it["id"]]]  # new or changed
     todo.sort(key=lambda it: len(it["prompt"]) + (len(it["audio"]) / 1600 if "audio" in it else 0))
     if feature_cache is not None and any("audio" in it for it in todo):
         from omnishift.models.feature_cache import EncoderFeatureCache
@@ -166,7 +219,8 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
                                                            desc=f"eval {label}".strip(), disable=not progress) as bar:
         def record(it: dict, out: str) -> None:
             rec = {"id": it["id"], "question": it["question"], "references": it["references"],
-                   **it.get("extra", {}), "output": out, "correct": is_correct(out, it["references"])}
+                   **it.get("extra", {}), "output": out, "correct": is_correct(out, it["references"]),
+                   "item_key": keys[it["id"]]}
             done[it["id"]] = rec
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 

@@ -133,3 +133,41 @@ def test_web_questions_subset_with_synthesized_audio(shared_data, tmp_path):
     assert [e.id for e in a] == [e.id for e in b] and len(a) == 3 and all(e.audio for e in a)
     items = build_eval_items(a, "s2t")
     assert all(it["audio"].size > 16000 * 0.5 for it in items)
+
+
+def test_a_folder_evaluated_with_another_model_or_decoding_is_refused(tmp_path, tiny_tokenizer):
+    """Issue 12.1: old answers were published under a new model's label by item id alone."""
+    import torch
+
+    m = make_tiny_speech_llm(tiny_tokenizer)
+    items = build_eval_items(_examples(), "t2t")
+    evaluate(m, items, tmp_path / "e", batch_size=4, max_new_tokens=5, progress=False)
+    other = make_tiny_speech_llm(tiny_tokenizer)
+    with torch.no_grad():
+        other.llm.lm_head.weight.add_(0.01) if not other.llm.config.tie_word_embeddings else \
+            other.llm.get_input_embeddings().weight.add_(0.01)
+    with pytest.raises(ValueError, match=r"made from other inputs \(fingerprint \w+ vs \w+; changed: \['model'\]\)"):
+        evaluate(other, items, tmp_path / "e", batch_size=4, max_new_tokens=5, progress=False)
+    with pytest.raises(ValueError, match=r"changed: \['max_new_tokens'\]"):
+        evaluate(m, items, tmp_path / "e", batch_size=4, max_new_tokens=6, progress=False)
+
+
+def test_an_edited_question_is_answered_again_and_a_torn_line_is_dropped(tmp_path, tiny_tokenizer, caplog):
+    m = make_tiny_speech_llm(tiny_tokenizer)
+    exs = _examples()
+    evaluate(m, build_eval_items(exs, "t2t"), tmp_path / "e", batch_size=4, max_new_tokens=5, progress=False)
+    f = tmp_path / "e" / "items.jsonl"
+    f.write_text(f.read_text() + '{"id": "q9", "outp')  # an interrupted write
+    exs[1] = Example(id="q1", text="Name a fruit", answers=["x"])  # edited question, same id
+    s = evaluate(m, build_eval_items(exs, "t2t"), tmp_path / "e", batch_size=4, max_new_tokens=5, progress=False)
+    recs = {json.loads(x)["id"]: json.loads(x) for x in f.read_text().splitlines()}
+    assert s["n"] == 5 and recs["q1"]["question"] == "Name a fruit" and "q9" not in recs
+    assert "torn last line" in caplog.text
+
+
+def test_a_legacy_folder_without_a_record_is_refused(tmp_path, tiny_tokenizer):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "items.jsonl").write_text('{"id": "q0", "output": "4", "correct": true}\n')
+    with pytest.raises(ValueError, match="no record of what produced it; evaluate into a new --out"):
+        evaluate(make_tiny_speech_llm(tiny_tokenizer), build_eval_items(_examples(), "t2t"), tmp_path / "e",
+                 max_new_tokens=5, progress=False)

@@ -1,0 +1,71 @@
+"""What produced an artifact, recorded beside it and checked before the artifact is reused.
+
+Why: a file left by an earlier run was reused because its id or name matched (issue 12: answers of
+another model published under a new label, old clips paired with edited questions). Every reusable
+folder therefore holds ``PRODUCED_BY.json``: the inputs that determine its content (model weights'
+hash, prompt, decoding settings, texts, voices, config) and their fingerprint. A later run with other
+inputs is refused with a message naming both fingerprints, the keys that changed and the way out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from omnishift.paths import atomic_write_text
+
+PRODUCED_BY = "PRODUCED_BY.json"
+
+
+def fingerprint(inputs: dict) -> str:
+    """16 hex digits of the sha256 of ``inputs`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def weights_sha256(module) -> str:
+    """sha256 of a torch module's config (when it has one) and every tensor of its state dict."""
+    import torch
+
+    h = hashlib.sha256()
+    config = getattr(module, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        h.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_produced_by(folder: str | Path, inputs: dict, what: str, fix: str,
+                      results: tuple[str, ...] | None = None) -> None:
+    """Record ``inputs`` in ``folder/PRODUCED_BY.json``, or refuse if the folder was made from others.
+
+    Args:
+        folder: the artifact's folder (created if missing).
+        inputs: JSON-able description of everything that determines the artifact.
+        what: the artifact, for the message (e.g. "evaluation").
+        fix: what the user can do (e.g. "use a new --out").
+        results: names of the files that hold the artifact (default: any file): their presence
+            without a record means nothing says what produced them.
+
+    Raises:
+        ValueError: the folder holds a ``PRODUCED_BY.json`` with another fingerprint, or results but
+            no record (made before records existed: nothing says what produced them).
+    """
+    folder = Path(folder)
+    record = {"fingerprint": fingerprint(inputs), "inputs": json.loads(json.dumps(inputs, default=str))}
+    f = folder / PRODUCED_BY
+    if f.is_file():
+        old = json.loads(f.read_text(encoding="utf-8"))
+        if old.get("fingerprint") != record["fingerprint"]:
+            changed = sorted(k for k in set(old.get("inputs", {})) | set(record["inputs"])
+                             if old.get("inputs", {}).get(k) != record["inputs"].get(k))
+            raise ValueError(f"{folder} holds a {what} made from other inputs (fingerprint {old.get('fingerprint')} "
+                             f"vs {record['fingerprint']}; changed: {changed}); {fix}")
+        return
+    present = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    if any(n != PRODUCED_BY and (results is None or n in results) for n in present):
+        raise ValueError(f"{folder} holds a {what} with no record of what produced it; {fix}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(f, json.dumps(record, indent=2) + "\n")
