@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import json
 import logging
 import math
@@ -371,8 +372,9 @@ def synth_manifest(
     written atomically, so rerunning after an interruption only synthesises what is missing (and,
     synthesis being deterministic, gives the same bytes as one uninterrupted run). The voice, rate,
     pitch and text field are kept in ``out_dir/synth_config.json``; resuming with different ones is
-    refused, since it would mix two configurations. Edited texts are not detected: pass
-    ``overwrite=True`` after changing them.
+    refused, since it would mix two configurations. ``out_dir/texts.json`` records which text each
+    WAV speaks, so a row whose text changed (or another source's row with the same id) is spoken
+    again instead of reusing the old clip.
 
     Args:
         in_path: JSONL, one object per line with a unique ``id`` (letters, digits, ``. _ -``) and
@@ -416,11 +418,21 @@ def synth_manifest(
     atomic_write_text(cfg_path, json.dumps({**settings, "espeak_ng": _engine().version or None,
                                             "sample_rate": SAMPLE_RATE}, indent=2) + "\n")
 
-    out_rows, too_long, made, reused = [], [], 0, 0
-    for n, row, rid, text in tqdm(rows, desc="synth", unit="utt", disable=not progress):
+    # which text each WAV speaks: a WAV is reused only for the same text (issue 12.3: an edited
+    # question, or two sources sharing a folder, paired an old clip with a new text by id alone)
+    index_path = out_dir / "texts.json"
+    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
+    out_rows, too_long, made, reused, changed = [], [], 0, 0, []
+    for i, (n, row, rid, text) in enumerate(tqdm(rows, desc="synth", unit="utt", disable=not progress)):
         wav = wav_dir / f"{rid}.wav"
-        frames = None if overwrite else _existing_frames(wav)
+        key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        if index.get(rid) not in (None, key) and wav.exists():
+            changed.append(rid)
+        frames = None if overwrite or index.get(rid) != key else _existing_frames(wav)
         reused += frames is not None
+        index[rid] = key
+        if i % 256 == 255:
+            atomic_write_text(index_path, json.dumps(index, sort_keys=True) + "\n")
         if frames is None:
             audio = synthesize(text, config)
             frames = len(audio)
@@ -433,6 +445,10 @@ def synth_manifest(
             continue
         out_rows.append({**row, "audio": f"wavs/{rid}.wav", "duration": round(duration, 3),
                          "sample_rate": SAMPLE_RATE})
+    atomic_write_text(index_path, json.dumps(index, sort_keys=True) + "\n")
+    if changed:
+        log.warning("synth_manifest: %d WAVs spoke another text under the same id and were synthesised again "
+                    "(e.g. %s)", len(changed), ", ".join(changed[:3]))
     log.info("synth_manifest: %d WAVs synthesised, %d reused, in %s", made, reused, wav_dir)
     if too_long:
         more = f" (and {len(too_long) - 10} more)" if len(too_long) > 10 else ""
@@ -480,12 +496,18 @@ def ensure_audio(examples: list, audio_dir: str | os.PathLike | None, config: Sy
     """
     from omnishift.data.manifest import read_manifest, write_manifest
 
-    if all(e.audio for e in examples):
+    missing = [e for e in examples if not e.audio]
+    if not missing:
         return examples, 0
     if not audio_dir:
-        raise ValueError("these examples have no audio: give an audio folder (--audio-dir / data.audio_dir) "
-                         "to synthesize it with eSpeak NG")
-    src = write_manifest(Path(audio_dir) / "source.jsonl", examples)
-    out = read_manifest(synth_manifest(src, audio_dir, config, max_seconds=None if drop_too_long else MAX_SECONDS))
-    kept = [e for e in out if not drop_too_long or (e.duration or 0) <= MAX_SECONDS]
-    return kept, len(out) - len(kept)
+        raise ValueError(f"{len(missing)} of {len(examples)} examples have no audio (e.g. {missing[0].id!r}): give an "
+                         "audio folder (--audio-dir / data.audio_dir) to synthesize it with eSpeak NG")
+    # only the rows without audio are spoken: rows with recordings keep them (issue 12.2)
+    src = write_manifest(Path(audio_dir) / "source.jsonl", missing)
+    spoken = {e.id: e for e in read_manifest(synth_manifest(src, audio_dir, config,
+                                                            max_seconds=None if drop_too_long else MAX_SECONDS))}
+    too_long = {i for i, e in spoken.items() if drop_too_long and (e.duration or 0) > MAX_SECONDS}
+    out = [e if e.audio else spoken[e.id] for e in examples if e.audio or e.id not in too_long]
+    log.info("audio: %d examples keep their recordings, %d synthesized into %s, %d dropped as too long",
+             len(examples) - len(missing), len(missing) - len(too_long), audio_dir, len(too_long))
+    return out, len(too_long)

@@ -215,3 +215,37 @@ def test_too_long_audio_names_the_id(tmp_path):
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
     rows = _read_jsonl(synth_manifest(path, tmp_path / "out", max_seconds=None, progress=False))
     assert rows[1]["duration"] > 30
+
+
+def test_an_edited_text_is_spoken_again_not_paired_with_the_old_clip(manifest, tmp_path, monkeypatch, caplog):
+    """Issue 12.3: WAVs were reused by id alone."""
+    out_dir = tmp_path / "out"
+    synth_manifest(manifest, out_dir, progress=False)
+    rows = _read_jsonl(manifest)
+    rows[0]["text"] = "A completely different question about rivers?"
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spoken = []
+    real = synth.synthesize
+    monkeypatch.setattr(synth, "synthesize", lambda text, config: spoken.append(text) or real(text, config))
+    synth_manifest(edited, out_dir, progress=False)
+    assert spoken == [rows[0]["text"]]  # only the edited row, and it is spoken anew
+    wav = out_dir / "wavs" / f"{rows[0]['id']}.wav"
+    new = real(rows[0]["text"], SynthConfig())
+    np.testing.assert_allclose(sf.read(wav, dtype="float32")[0], new, atol=3 / 32767)  # the new text's clip
+    assert "spoke another text under the same id" in caplog.text
+
+
+def test_rows_with_recordings_keep_them_when_others_are_synthesized(tmp_path):
+    """Issue 12.2: one row without audio made every row re-synthesized, replacing real recordings."""
+    from omnishift.data.manifest import Example
+    from omnishift.data.synth import ensure_audio
+
+    real = tmp_path / "real.wav"
+    sf.write(real, np.zeros(8000, np.int16), 16000, subtype="PCM_16")
+    exs = [Example(id="r1", text="Recorded question?", audio=str(real)), Example(id="s1", text="What is red?")]
+    out, dropped = ensure_audio(exs, tmp_path / "audio")
+    assert dropped == 0 and [e.id for e in out] == ["r1", "s1"]
+    assert out[0].audio == str(real)  # the recording is kept
+    assert out[1].audio and "audio" in str(out[1].audio) and sf.info(out[1].audio).frames > 8000
+    assert [r["id"] for r in _read_jsonl(tmp_path / "audio" / "manifest.jsonl")] == ["s1"]  # only s1 spoken
