@@ -16,7 +16,7 @@ def cmd_run(args) -> int:
 
     cfg = load_experiment(args.experiment, args.overrides)
     out = run_experiment(cfg, redo=args.redo or (), stage=args.stage,
-                         shard=parse_shard(args.shard) if args.shard else None)
+                         shard=parse_shard(args.shard) if args.shard else None, accept_stale=args.accept_stale)
     print(out.resolve())
     return 0
 
@@ -94,6 +94,8 @@ def register(sub) -> None:
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. evaluate.batch_size=8 name=try2")
     s.add_argument("--redo", nargs="+", metavar="STAGE", help="run these stages again (drops their DONE marker)")
     s.add_argument("--stage", help="run only this stage")
+    s.add_argument("--accept-stale", action="store_true", help="keep finished stages made with another config "
+                                                               "(default: refuse and name them)")
     s.add_argument("--shard", metavar="I/N", help="with --stage train|importance_after|evaluate: run only units u "
                    "with u %% N == I (no DONE marker); start N such processes, then the plain command finishes "
                    "the stage")

@@ -129,7 +129,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Callable | None = None,
-                   stream=sys.stderr, stage: str | None = None, shard: tuple[int, int] | None = None) -> Path:
+                   stream=sys.stderr, stage: str | None = None, shard: tuple[int, int] | None = None,
+                   accept_stale: bool = False) -> Path:
     """Run (or continue) every stage of ``cfg``; returns ``run_dir/report.html`` (or the run folder).
 
     Args:
@@ -139,6 +140,8 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
         hook: ``hook(event, stage, detail)``, see :class:`Progress`.
         stream: progress lines (None: silent).
         stage: run only this stage (skipped if finished, like any other).
+        accept_stale: keep finished stages whose ``DONE`` marker records another experiment config
+            (default: refuse, naming them, since their outputs no longer match ``experiment.yaml``).
         shard: ``(i, n)`` with ``stage`` in :data:`SHARDABLE`: run only this process's share of
             the stage's units and write no ``DONE`` marker; n processes (e.g. ``--shard 0/2`` and
             ``--shard 1/2``, single-threaded each) split the stage, and a plain run afterwards
@@ -159,6 +162,12 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
     if shard is not None and stage not in SHARDABLE:
         raise ValueError(f"--shard needs --stage with one of {list(SHARDABLE)} (stages made of independent units)")
     run_dir = cfg.run_dir
+    fp = fingerprint(cfg)
+    stale = [s for s in stages if s not in redo and (read_marker(run_dir, s) or {}).get("config") not in (None, fp)]
+    if stale and not accept_stale:
+        raise ValueError(f"{run_dir}: stages {stale} were finished with another experiment config (config "
+                         f"fingerprint {fp} now); rerun them with --redo {' '.join(stale)}, keep their outputs "
+                         "with --accept-stale, or give the run a new name=")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "experiment.yaml", dump_experiment(cfg))
     atomic_write_text(run_dir / "stages.json", json.dumps({s: STAGES[s].produces for s in stages}, indent=2) + "\n")
@@ -166,18 +175,14 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
     ctx = Context(cfg, run_dir, progress, shard=shard)
     for s in redo:
         (stage_dir(run_dir, s) / DONE).unlink(missing_ok=True)
-    fp, stale = fingerprint(cfg), []
+    if stale and stream is not None:
+        print(f"warning: keeping stages {stale}, finished with another experiment config (--accept-stale)",
+              file=stream, flush=True)
     for st in [stage] if stage else stages:
         marker = read_marker(run_dir, st)
         if marker is not None:
             progress.skipped(st, marker)
-            if marker.get("config") not in (None, fp):
-                stale.append(st)
             continue
-        if stale and stream is not None:
-            print(f"warning: stages {stale} were finished with another experiment config; their outputs are kept "
-                  f"(--redo {' '.join(stale)} reruns them; delete a unit's folder to recompute it)", file=stream, flush=True)
-            stale = []
         out = stage_dir(run_dir, st)
         out.mkdir(parents=True, exist_ok=True)
         progress.stage_start(st)
