@@ -96,3 +96,24 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Delete what an interrupted :func:`atomic_dir` / atomic write left in ``folder`` (``.NAME.*.tmp``
+    folders and files, ``.NAME.old`` folders); returns their names. Call it only when no other
+    process of the same run is writing there (a run's start, on its main process): a checkpoint
+    folder of a ``full`` run is 1.7 GB, and nothing else would ever remove a killed write's copy."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or ".tmp." in p.name or p.name.endswith(".old")):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p.name)
+    if removed:
+        import logging
+
+        logging.getLogger(__name__).warning("removed %d leftovers of interrupted writes in %s: %s", len(removed),
+                                            folder, ", ".join(sorted(removed)[:5]))
+    return removed

@@ -26,3 +26,20 @@ def test_atomic_dir_failure_leaves_old_content(tmp_path):
             raise RuntimeError("killed")
     assert (tmp_path / "d" / "x").read_text() == "old"
     assert sorted(f.name for f in tmp_path.iterdir()) == ["d"]
+
+
+def test_remove_stale_temps_clears_only_interrupted_writes(tmp_path):
+    from omnishift.paths import atomic_dir, remove_stale_temps
+
+    (tmp_path / ".step-00000200.k2j3.tmp").mkdir()  # a checkpoint copy killed mid-write
+    (tmp_path / ".step-00000200.k2j3.tmp" / "optimizer.pt").write_bytes(b"x" * 100)
+    (tmp_path / ".final.old").mkdir()
+    (tmp_path / ".00001.tmp.safetensors").write_bytes(b"partial")
+    (tmp_path / "step-00000100").mkdir()
+    (tmp_path / ".hidden_config").write_text("keep")
+    assert sorted(remove_stale_temps(tmp_path)) == [".00001.tmp.safetensors", ".final.old", ".step-00000200.k2j3.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden_config", "step-00000100"]
+    with atomic_dir(tmp_path / "step-00000300") as d:
+        (d / "a").write_text("1")
+    assert remove_stale_temps(tmp_path) == [] and (tmp_path / "step-00000300" / "a").is_file()
+    assert remove_stale_temps(tmp_path / "missing") == []

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from omnishift.align.config import AlignConfig, dump_align_config
 from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_loss
-from omnishift.paths import atomic_write_text
+from omnishift.paths import atomic_write_text, remove_stale_temps
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
 from omnishift.schema import build, check_same_run
@@ -232,6 +232,7 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     total = config.loop.max_steps
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
     state = LoopState(n_items=len(train_items))
+    remove_stale_temps(ckpt_root)
     last = latest_checkpoint(ckpt_root) if resume else None
     if last is not None:
         state = load_checkpoint(last, model, optimizer, scheduler)

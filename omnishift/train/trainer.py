@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnishift.models.processor import IGNORE_INDEX
-from omnishift.paths import atomic_write_text
+from omnishift.paths import atomic_write_text, remove_stale_temps
 from omnishift.train import distributed as dist
 from omnishift.train.checkpoint import (
     LoopState,
@@ -249,6 +249,10 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     wrapped, opt = accelerator.prepare(model, optimizer)
     trainable = [p for g in groups for p in g.params]
     state = LoopState(n_items=len(items))
+    if main:  # a killed run's half-written checkpoint copies (1.7 GB each for full) go first
+        remove_stale_temps(ckpt_root)
+        remove_stale_temps(out_dir)
+    accelerator.wait_for_everyone()
     last = latest_checkpoint(ckpt_root) if resume else None
     if last is not None:
         if sharded:
