@@ -221,3 +221,29 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def parse_labelled(specs: list[str], what: str = "DIR", default_label=None) -> dict[str, str]:
+    """``LABEL=DIR`` command-line arguments, parsed one way everywhere (plots, tables, Fig. 4):
+    ``["a=runs/a", "runs/b"]`` -> ``{"a": "runs/a", "b": "runs/b"}``.
+
+    Args:
+        specs: the arguments.
+        what: the name of the value in messages (``DIR``, ``SCORE_DIR``, ...).
+        default_label: ``path -> label`` for an argument without ``LABEL=`` (default: the folder name).
+
+    Raises:
+        ValueError: an empty label or path, or two with the same label (naming it and the fix).
+    """
+    out: dict[str, str] = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep:
+            path = spec
+            label = default_label(path) if default_label else Path(spec.rstrip("/")).name
+        if not label or not path:
+            raise ValueError(f"{spec!r}: write LABEL={what} (both parts non-empty)")
+        if label in out:
+            raise ValueError(f"label {label!r} given twice: write LABEL={what} to tell the runs apart")
+        out[label] = path
+    return out

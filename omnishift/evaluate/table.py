@@ -119,15 +119,12 @@ def render(rows, cols, cells, title: str = "Model") -> tuple[str, str]:
 
 def parse_runs(specs: list[str]) -> list[tuple[str, str]]:
     """``NAME=DIR`` or ``DIR`` (row named by the summaries' ``model``, else the folder name)."""
-    out = []
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            path = spec
-            found = read_summaries(path)
-            name = found[0][1].get("model") or Path(path).name
-        out.append((name, path))
-    return out
+    from omnishift.schema import parse_labelled
+
+    def model_name(path: str) -> str:
+        return read_summaries(path)[0][1].get("model") or Path(path).name
+
+    return list(parse_labelled(specs, "RUN_DIR", default_label=model_name).items())
 
 
 def write_table(runs: list[str], out: str | Path, title: str = "Model") -> tuple[Path, Path]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omnishift.schema import positive_int
+from omnishift.schema import parse_labelled, positive_int
 
 
 def register(sub) -> None:
@@ -137,7 +137,7 @@ def cmd_compare(args) -> int:
 def cmd_plot_layers(args) -> int:
     from omnishift.importance.shift import plot_layer_distributions
 
-    runs = dict(r.split("=", 1) for r in args.runs)
+    runs = parse_labelled(args.runs, "SCORE_DIR")
     print(plot_layer_distributions(runs, args.out, title=args.title))
     return 0
 
@@ -153,7 +153,7 @@ def cmd_cluster(args) -> int:
     from omnishift.importance.clustering import plot_rank_clustering
     from omnishift.paths import atomic_write_text
 
-    runs = dict(r.split("=", 1) for r in args.runs)
+    runs = parse_labelled(args.runs, "SCORE_DIR")
     png, scores = plot_rank_clustering(runs, args.out, layer=args.layer, fraction=args.fraction)
     summary = {label: {name: round(v["score"], 3) for name, v in per.items()} for label, per in scores.items()}
     atomic_write_text(Path(args.out).with_suffix(".json"), json.dumps(scores, indent=2) + "\n")
@@ -169,7 +169,7 @@ def cmd_change(args) -> int:
     from omnishift.paths import atomic_write_text
 
     deltas, base_cache = {}, {}
-    for label, folder in (r.split("=", 1) for r in args.runs):
+    for label, folder in parse_labelled(args.runs, "SPEECH_LLM_DIR").items():
         meta = json.loads((Path(folder) / "omnishift_config.json").read_text())
         if meta["llm_format"] == "peft":
             d = lora_deltas(Path(folder) / "llm_adapter")

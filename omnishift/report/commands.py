@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-
-def parse_labelled(specs: list[str], what: str = "DIR") -> dict[str, str]:
-    """``["a=runs/a", "runs/b"]`` -> ``{"a": "runs/a", "b": "runs/b"}`` (label defaults to the folder name).
-
-    Raises:
-        ValueError: two runs with the same label (names the label and how to fix it).
-    """
-    from pathlib import Path
-
-    out: dict[str, str] = {}
-    for spec in specs:
-        label, sep, path = spec.partition("=")
-        if not sep:
-            label, path = Path(spec.rstrip("/")).name, spec
-        if label in out:
-            raise ValueError(f"label {label!r} given twice: write LABEL={what} to tell the runs apart")
-        out[label] = path
-    return out
+from omnishift.schema import parse_labelled
 
 
 def cmd_plot_loss(args) -> int:
