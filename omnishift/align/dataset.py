@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from tqdm.auto import tqdm
 
 from omnishift.align.augment import AugmentConfig, augment
@@ -307,7 +307,9 @@ def load_alignment_set(out: str | Path, limit: int | None = None) -> tuple[dict,
     for f in sorted((out / "shards").glob("*.safetensors")):
         if f.name.startswith("."):
             continue
-        t = load_file(f)
+        # read each shard in one sequential pass: memory-mapped shards were paged in at random by
+        # the first epoch's batches (3-9 s per step instead of 1.6 s on a 10-GB, three-set run)
+        t = load(f.read_bytes())
         states, offsets = t["states"], t["offsets"].tolist()
         records = [json.loads(ln) for ln in f.with_suffix(".jsonl").read_text().splitlines()]
         records = [r for r in records if "skipped" not in r]
