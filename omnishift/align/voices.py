@@ -34,7 +34,7 @@ class Engine(NamedTuple):
 # ---- eSpeak NG -------------------------------------------------------------------------------
 def _espeak_voices() -> list[str]:
     """English voices, each alone and with every ``+variant`` (a voice is ``name`` or ``name+variant``)."""
-    from omnishift.data.synth import _engine, list_voices
+    from omnishift.data.espeak import _engine, list_voices
 
     voices = [v for v in list_voices() if (v == "en" or v.startswith("en-")) and v != "en-shaw"]  # Shavian script
     variants = sorted(p.name for p in (_engine().data_path / "voices" / "!v").iterdir() if p.is_file())
@@ -52,7 +52,7 @@ def _espeak_plan(rng: np.random.Generator, voices: list[str], aug: AugmentConfig
 
 
 def _espeak_speak(text: str, plan: dict) -> np.ndarray:
-    from omnishift.data.synth import SynthConfig, synthesize
+    from omnishift.data.espeak import SynthConfig, synthesize
 
     return synthesize(text, SynthConfig(**plan))
 
