@@ -1,4 +1,5 @@
-"""``omnishift synth``: speak a JSONL manifest's prompts to 16 kHz WAVs (eSpeak NG)."""
+"""``omnishift synth`` (speak a JSONL manifest's prompts to 16 kHz WAVs with eSpeak NG) and
+``omnishift data stage1`` (the paper's Stage-1 training manifest from the hub or local copies)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_data_stage1(args) -> int:
+    import json
+
+    from omnishift.data.stage1 import build_stage1
+    from omnishift.schema import parse_labelled
+
+    sources = parse_labelled(args.sources, "HUB_ID_OR_PATH") if args.sources else None
+    print(json.dumps(build_stage1(args.out, sources, limit=args.limit, test_size=args.test_size, seed=args.seed),
+                     indent=2))
+    return 0
+
+
 def register(sub) -> None:
     s = sub.add_parser("synth", help="synthesize a JSONL manifest's prompts to 16 kHz WAVs (eSpeak NG)")
     s.add_argument("input", help="JSONL with id and text fields")
@@ -22,3 +35,18 @@ def register(sub) -> None:
     s.add_argument("--text-field", default="text", help="field to speak (e.g. instruction)")
     s.add_argument("--overwrite", action="store_true", help="re-synthesize existing WAVs")
     s.set_defaults(func=cmd_synth)
+
+    from omnishift.schema import positive_int
+
+    d = sub.add_parser("data", help="build training data: `data stage1` = the paper's Stage-1 manifest")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    st = dsub.add_parser("stage1", help="first turns of VoiceAssistant-400K + Spoken-Alpaca-GPT4 -> manifest, "
+                                        "16 kHz WAVs and a seeded held-out test set")
+    st.add_argument("--out", required=True, help="output folder (configs/paper/* read runs/data/stage1)")
+    st.add_argument("--sources", nargs="+", metavar="NAME=HUB_ID_OR_PATH",
+                    help="voice_assistant=... spoken_alpaca=... (a local save_to_disk or parquet folder; "
+                         "default: both from the hub)")
+    st.add_argument("--limit", type=positive_int, help="rows read per source")
+    st.add_argument("--test-size", type=positive_int, default=500, help="held-out examples (paper: 500)")
+    st.add_argument("--seed", type=int, default=0)
+    st.set_defaults(func=cmd_data_stage1)

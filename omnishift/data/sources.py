@@ -101,8 +101,9 @@ HF_SCHEMAS = {
     "gpt-omni/VoiceAssistant-400K": HFSchema(text="question", audio="question_audio", response="answer"),
     "GSQA/spoken-alpaca-gpt4": HFSchema(text="instruction", audio="input_audio", response="output"),
     "fixie-ai/llama-questions": HFSchema(text="question", audio="audio", answers="answer"),
-    # Column names as published on the hub card (question / answers / audio); not checked offline.
+    # Column names as published on the hub cards (url / question / answers / audio, 16 kHz).
     "chiyuanhsiao/spoken-web-questions": HFSchema(text="question", audio="audio", answers="answers"),
+    "fixie-ai/spoken-web-questions": HFSchema(text="question", audio="audio", answers="answers"),
 }
 
 
@@ -126,7 +127,7 @@ def _open_hf(name_or_path: str, split: str, **load_kwargs):
 
 def load_hf_dataset(name_or_path: str, split: str, audio_dir: str | Path, schema: str | None = None,
                     limit: int | None = None, on_error: str = "raise", report: SkipReport | None = None,
-                    **load_kwargs) -> list[Example]:
+                    select=None, **load_kwargs) -> list[Example]:
     """An HF dataset (hub id, ``save_to_disk`` folder, or parquet) as Examples with WAV files.
 
     Args:
@@ -134,7 +135,9 @@ def load_hf_dataset(name_or_path: str, split: str, audio_dir: str | Path, schema
         split: split name (hub / DatasetDict).
         audio_dir: where decoded audio is written as ``<id>.wav`` (16 kHz mono 16-bit).
         schema: key of :data:`HF_SCHEMAS` when ``name_or_path`` is not itself one.
-        on_error: ``raise`` or ``skip`` (bad audio counted in ``report``).
+        on_error: ``raise`` or ``skip`` (bad audio, and rows without text or response, counted in
+            ``report`` with the reason).
+        select: optional ``Dataset -> Dataset`` applied after opening (e.g. keep first turns).
     """
     from datasets import Audio
 
@@ -143,6 +146,8 @@ def load_hf_dataset(name_or_path: str, split: str, audio_dir: str | Path, schema
         raise ValueError(f"no column mapping for {key!r}; pass schema= one of {sorted(HF_SCHEMAS)}")
     sc = HF_SCHEMAS[key]
     ds = _open_hf(name_or_path, split, **load_kwargs)
+    if select is not None:
+        ds = select(ds)
     missing = [c for c in (sc.text, sc.audio, sc.response, sc.answers) if c and c not in ds.column_names]
     if missing:
         raise ValueError(f"{name_or_path}: columns {missing} missing (has {ds.column_names}); wrong schema?")
@@ -155,9 +160,16 @@ def load_hf_dataset(name_or_path: str, split: str, audio_dir: str | Path, schema
         if limit and len(out) >= limit:
             break
         ex_id = str(row[sc.id]) if sc.id and sc.id in row else f"{key.split('/')[-1]}_{i:06d}"
-        ex = Example(id=ex_id, text=str(_first(row[sc.text])))
+        text, response = _first(row[sc.text]), _first(row[sc.response]) if sc.response else "-"
+        empty = [c for c, v in ((sc.text, text), (sc.response, response)) if c and not (isinstance(v, str) and v.strip())]
+        if empty:
+            if on_error != "skip":
+                raise ValueError(f"{name_or_path} row {i} ({ex_id}): empty {empty}; fix the row or pass on_error='skip'")
+            report.add(ex_id, f"empty {empty[0]}")
+            continue
+        ex = Example(id=ex_id, text=str(text))
         if sc.response:
-            ex.response = str(_first(row[sc.response]))
+            ex.response = str(response)
         if sc.answers:
             ans = row[sc.answers]
             ex.answers = [str(a) for a in ans] if isinstance(ans, (list, tuple)) else [str(ans)]
