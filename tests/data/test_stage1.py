@@ -111,7 +111,8 @@ def test_stage1_refuses_unknown_sources_and_too_small_data(tmp_path):
         build_stage1(tmp_path / "o", {"spoken_alpaca": str(sa.parent)})
 
 
-def test_benchmark_loaders_on_their_real_layouts(tmp_path):
+@pytest.mark.parametrize("web", ["chiyuanhsiao/spoken-web-questions", "fixie-ai/spoken-web-questions"])
+def test_benchmark_loaders_on_their_real_layouts(tmp_path, web):
     from omnishift.data.sources import load_hf_dataset
 
     swq = _parquet(tmp_path / "swq" / "test-0.parquet", {
@@ -120,7 +121,7 @@ def test_benchmark_loaders_on_their_real_layouts(tmp_path):
         "answers": [["Lima"], ["William Shakespeare", "Shakespeare"]],
         "audio": [{"bytes": _wav(sr=16000, channels=1), "path": "a.wav"}, {"bytes": _wav(), "path": "b.wav"}]},
         ["audio"])
-    exs = load_hf_dataset(str(swq.parent), "test", tmp_path / "a", schema="fixie-ai/spoken-web-questions")
+    exs = load_hf_dataset(str(swq.parent), "test", tmp_path / "a", schema=web)
     assert [e.answers for e in exs] == [["Lima"], ["William Shakespeare", "Shakespeare"]]
     assert sf.info(exs[1].audio).samplerate == 16000
     llq = _parquet(tmp_path / "llq" / "test-0.parquet", {
