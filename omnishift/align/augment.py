@@ -34,6 +34,12 @@ class AugmentConfig:
         engines: ``(name, weight)`` synthesizers of :data:`omnishift.align.voices.ENGINES` a clip is
             spoken by (drawn with these weights); ``rate``/``pitch``/``variant_p`` are eSpeak's.
         pico_rate, pico_pitch: SVOX Pico speed and pitch in percent of normal.
+        lead_silence, trail_silence: seconds of silence added before / after the speech (before
+            the channel effects, so noise and reverb fill them). Why: LLaMA Questions recordings
+            start 0.15-0.32 s (median 0.2 s) before the first word and end 0.4-0.5 s after it, while
+            eSpeak NG starts at 0.0 s and Pico at 0.04 s; adaptors aligned without leading silence
+            turn the first word of real recordings into a stray token ("Please", ".", "?").
+            (0, 0): none, as sets built before these fields.
     """
 
     rate: tuple[int, int] = (120, 220)
@@ -49,6 +55,8 @@ class AugmentConfig:
     engines: tuple = (("espeak", 1.0),)
     pico_rate: tuple[int, int] = (75, 135)
     pico_pitch: tuple[int, int] = (70, 140)
+    lead_silence: tuple[float, float] = (0.0, 0.0)
+    trail_silence: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         engines = tuple((str(n), float(w)) for n, w in self.engines)
@@ -62,6 +70,9 @@ class AugmentConfig:
         d = asdict(self)
         if self.engines == (("espeak", 1.0),):
             for k in ("engines", "pico_rate", "pico_pitch"):
+                d.pop(k)
+        for k in ("lead_silence", "trail_silence"):
+            if tuple(d[k]) == (0.0, 0.0):
                 d.pop(k)
         return d
 
@@ -128,6 +139,11 @@ def augment(audio: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> 
         effects applied with their parameters, kept in the alignment set's item records.
     """
     what = {}
+    if cfg.lead_silence != (0.0, 0.0) or cfg.trail_silence != (0.0, 0.0):  # no draw otherwise: old sets stay
+        lead, trail = float(rng.uniform(*cfg.lead_silence)), float(rng.uniform(*cfg.trail_silence))
+        audio = np.concatenate([np.zeros(int(lead * SAMPLE_RATE), np.float32), audio,
+                                np.zeros(int(trail * SAMPLE_RATE), np.float32)])
+        what["lead_s"], what["trail_s"] = round(lead, 3), round(trail, 3)
     speed = float(rng.uniform(*cfg.speed))
     audio = speed_perturb(audio, speed)
     what["speed"] = round(speed, 3)

@@ -21,7 +21,9 @@ def cmd_align_data(args) -> int:
     texts = alignment_texts(responses=args.texts == "questions+responses")
     summary = build_alignment_set(args.out, args.n, encoder=args.encoder, policy=policy, seed=args.seed, texts=texts,
                                   workers=args.workers, shard_size=args.shard_size,
-                                  augment_cfg=AugmentConfig(engines=parse_engines(args.engines)))
+                                  augment_cfg=AugmentConfig(engines=parse_engines(args.engines),
+                                                            lead_silence=(0.0, args.lead_silence),
+                                                            trail_silence=(0.0, args.trail_silence)))
     print(json.dumps({k: summary[k] for k in ("clips", "skipped", "hours", "distinct_voices", "clips_per_s_this_call",
                                               "fingerprint")}))
     return 0
@@ -106,6 +108,9 @@ def register(sub) -> None:
                         "(covers far more of the LLM's vocabulary)")
     s.add_argument("--engines", default="espeak",
                    help="synthesizers and their weights, e.g. espeak=3,pico=1 (pico needs omnishift[pico])")
+    s.add_argument("--lead-silence", type=float, default=0.0, metavar="S",
+                   help="add 0..S seconds of silence before each clip (real recordings start ~0.2 s early)")
+    s.add_argument("--trail-silence", type=float, default=0.0, metavar="S", help="and 0..S seconds after it")
     s.add_argument("--policy", choices=["clip", "trim", "pad30"], default="clip",
                    help="window policy of the models that will use the set (default: clip)")
     s.add_argument("--k", type=int, default=5, help="adaptor frame stacking of those models")

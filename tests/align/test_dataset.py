@@ -72,6 +72,19 @@ def test_alignment_texts_never_hold_a_benchmark_question(shared_data):
         assert all(3 <= len(x.split()) <= 30 and x.isascii() for _, x in t)
 
 
+def test_leading_and_trailing_silence_is_seeded_and_optional():
+    audio = (0.3 * np.sin(np.arange(16000) / 10)).astype(np.float32)
+    plain = AugmentConfig(speed=(1.0, 1.0), reverb_p=0, filter_p=0, noise_p=0, gain_db=(0.0, 0.0))
+    a, what = augment(audio, plain, np.random.default_rng(1))
+    assert len(a) == 16000 and "lead_s" not in what and "lead_silence" not in plain.to_dict()
+    padded = AugmentConfig(**{**plain.__dict__, "lead_silence": (0.1, 0.5), "trail_silence": (0.2, 0.2)})
+    b, what = augment(audio, padded, np.random.default_rng(1))
+    lead = len(b) - 16000 - 3200
+    assert 0.1 <= what["lead_s"] <= 0.5 and what["trail_s"] == 0.2 and abs(lead - what["lead_s"] * 16000) <= 8
+    assert not b[:lead].any() and b[lead:lead + 16000].any() and not b[lead + 16000:].any()
+    assert padded.to_dict()["lead_silence"] == (0.1, 0.5)
+
+
 def test_an_espeak_only_plan_draws_as_before_engines_existed():
     """Sets built before engines could be mixed must resume to the same clips: same draws, same
     fingerprint fields."""
