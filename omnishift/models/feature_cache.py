@@ -11,7 +11,6 @@ entry; an unreadable or mismatched file is recomputed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -25,11 +24,9 @@ log = logging.getLogger(__name__)
 
 def encoder_identity(encoder) -> str:
     """sha256 of the encoder's config and weights (computed once per cache)."""
-    h = hashlib.sha256(json.dumps(encoder.config.to_dict(), sort_keys=True, default=str).encode())
-    for name, t in sorted(encoder.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    from omnishift.fingerprint import weights_sha256
+
+    return weights_sha256(encoder)
 
 
 class EncoderFeatureCache:
