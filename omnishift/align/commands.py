@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
 from omnishift.schema import positive_int
 
 
@@ -67,7 +68,8 @@ def eval_ctc(model, examples, out_dir: str | Path, batch_size: int = 16) -> dict
             errors, words = word_errors(e.text, hyp)
             rows.append({"id": e.id, "text": e.text, "transcript": hyp, "errors": errors, "words": words})
     wer = corpus_wer([(r["text"], r["transcript"]) for r in rows])
-    summary = {"n": len(rows), **wer, "frame_policy": model.config.frame_policy}
+    summary = {"n": len(rows), **wer, "frame_policy": model.config.frame_policy,
+               "ctc_decoding": model.config.ctc_decoding}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "items.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -78,7 +80,7 @@ def cmd_eval_ctc(args) -> int:
     from omnishift.evaluate.qa import load_benchmark
     from omnishift.models.speech_llm import SpeechLLM
 
-    model = SpeechLLM.from_pretrained(args.model)
+    model = SpeechLLM.from_pretrained(args.model, ctc_decoding=decoding_from_args(args))
     if args.checkpoint:  # the adaptor of an intermediate checkpoint of the same run (a learning curve)
         from safetensors.torch import load_file
 
@@ -123,7 +125,7 @@ def register(sub) -> None:
     s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     s.set_defaults(func=cmd_align)
 
-    s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: greedy CTC transcripts and WER on a benchmark")
+    s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: CTC transcripts (greedy, or beam search with the LLM) and WER on a benchmark")
     s.add_argument("model", help="speech-LLM folder with a CTC head")
     s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
     s.add_argument("--limit", type=positive_int)
@@ -132,5 +134,6 @@ def register(sub) -> None:
     s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
     s.add_argument("--checkpoint", help="use the adaptor of this checkpoint folder of the same run "
                                         "(e.g. runs/align/ctc/checkpoints/step-00001000)")
+    add_decoding_args(s)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_eval_ctc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
 from omnishift.schema import positive_int
 
 
@@ -39,9 +40,11 @@ def cmd_eval(args) -> int:
         raise ValueError("the cascade is an S2T baseline (its T2T is the base LLM's): use --mode s2t, and "
                          "`omnishift eval base --mode t2t` for T2T")
     examples = load_benchmark(args.benchmark, modes, args.limit, args.subset, args.seed, args.audio_dir)
-    model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, speech_input=args.speech_input)
+    model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, speech_input=args.speech_input,
+                            ctc_decoding=decoding_from_args(args))
     meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, "limit": args.limit,
-            "subset": args.subset, "seed": args.seed, "speech_input": model.config.speech_input}
+            "subset": args.subset, "seed": args.seed, "speech_input": model.config.speech_input,
+            "ctc_decoding": model.config.ctc_decoding}
     for mode in modes:
         out_dir = Path(args.out) / mode
         if cascade:
@@ -121,6 +124,7 @@ def register(sub) -> None:
     s.add_argument("--asr-model", help="cascade only: a CTranslate2 Whisper folder (default: shipped tiny.en)")
     s.add_argument("--speech-input", choices=["adaptor", "ctc_top1", "ctc_soft"],
                    help="read the speech another way than the model folder says (CTC-head models)")
+    add_decoding_args(s)
     _benchmark_args(s)
     s.add_argument("--out", required=True, help="output folder (per-mode items.jsonl + summary.json)")
     s.set_defaults(func=cmd_eval)

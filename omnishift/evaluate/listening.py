@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from omnishift.importance.deactivate import perplexity
+from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
 from omnishift.schema import positive_int
 
 
@@ -50,12 +51,14 @@ def cmd_listening(args) -> int:
     from omnishift.models.speech_llm import load_speech_llm
     from omnishift.paths import atomic_write_text
 
-    model = load_speech_llm(None if args.model == "base" else args.model, speech_input=args.speech_input)
+    model = load_speech_llm(None if args.model == "base" else args.model, speech_input=args.speech_input,
+                            ctc_decoding=decoding_from_args(args))
     text, _ = build_items(args.data, "text", limit=args.limit, audio_dir=args.audio_dir,
                           max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)
     speech, _ = build_items(args.data, "speech", limit=args.limit, audio_dir=args.audio_dir,
                             max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)
     result = {"model": args.model, "data": args.data, "speech_input": model.config.speech_input,
+              "ctc_decoding": model.config.ctc_decoding,
               **listening_check(model, text, speech, args.batch_size)}
     if args.out:
         atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
@@ -74,5 +77,6 @@ def add_parser(sub) -> None:
     s.add_argument("--batch-size", type=positive_int, default=4)
     s.add_argument("--speech-input", choices=["adaptor", "ctc_top1", "ctc_soft"],
                    help="read the speech another way than the model folder says (CTC-head models)")
+    add_decoding_args(s)
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=cmd_listening)

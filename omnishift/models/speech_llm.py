@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omnishift.models.adaptor import FrameStackAdaptor, ctc_scale_init
+from omnishift.models.ctc_decode import LLMPrior, beam_settings, ctc_beam_search, user_turn_context
 from omnishift.models.encoder import encode_clips, encode_kept
 from omnishift.models.defaults import DEFAULT_ENCODER, DEFAULT_LLM, load_encoder, load_llm
 from omnishift.models.processor import SPEECH_PLACEHOLDER, FramePolicy, SpeechLLMProcessor
@@ -66,6 +67,10 @@ class SpeechLLMConfig:
             differentiable w.r.t. the adaptor (Stage 1 then trains only the LLM side).
         adaptor_layers: Transformer layers over the adaptor outputs (context across 100-ms
             embeddings, see :class:`FrameStackAdaptor`); 0 is LLaMA-Omni's plain MLP.
+        ctc_decoding: how the CTC path is read (``ctc_top1`` and :meth:`SpeechLLM.ctc_transcripts`):
+            None is greedy; a dict of :class:`~omnishift.models.ctc_decode.BeamSettings` fields
+            (e.g. ``{"beam": 8, "lm_weight": 0.5, "length_bonus": 1.0}``) is prefix beam search
+            with this model's own LLM as the language model (shallow fusion).
     """
 
     llm: str = DEFAULT_LLM
@@ -80,6 +85,7 @@ class SpeechLLMConfig:
     ctc_head: bool = False
     speech_input: str = "adaptor"
     adaptor_layers: int = 0
+    ctc_decoding: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "SpeechLLMConfig":
@@ -123,6 +129,10 @@ class SpeechLLM(nn.Module):
             if not config.ctc_head:
                 raise ValueError(f"speech_input {config.speech_input!r} needs an adaptor with a CTC head (ctc_head: true)")
             self.processor.speech_compressor = self.ctc_compress
+        self.beam_settings = beam_settings(config.ctc_decoding)
+        if self.beam_settings is not None and config.speech_input == "ctc_soft":
+            raise ValueError("ctc_decoding (beam search) picks tokens, not frames: use it with speech_input "
+                             "ctc_top1, or drop it for ctc_soft")
 
     @classmethod
     def from_config(cls, config: SpeechLLMConfig | None = None, dtype=torch.float32) -> "SpeechLLM":
@@ -233,46 +243,18 @@ class SpeechLLM(nn.Module):
         return self.generate(batch, max_new_tokens=max_new_tokens)
 
     @torch.no_grad()
-    def ctc_compress(self, clip) -> torch.Tensor:
-        """One clip's CTC-compressed speech embeddings ``(n, H)`` (``speech_input`` ``ctc_top1``/``ctc_soft``).
-
-        Args:
-            clip: raw 16 kHz audio, or its encoder states ``(frames, C)`` (tensor or feature-cache file).
-        """
-        from omnishift.models.adaptor import ctc_logits
-        from omnishift.models.processor import _load_states
-
-        if isinstance(clip, (torch.Tensor, str, Path)):
-            states = _load_states(clip).float()
-        else:  # raw samples
-            states = self.encode_audio([clip])[0]
-        w = self.adaptor.linear1.weight
-        emb = self.adaptor(states[None].to(w.dtype))[0]  # frames, C -> frames/k, H
-        table = self.llm.get_input_embeddings().weight
-        logits = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank, log_scale=self.adaptor.ctc_log_scale)
-        best = logits.argmax(-1)  # T'
-        prev = torch.cat([best.new_full((1,), -1), best[:-1]])
-        keep = (best != 0) & (best != prev)  # non-blank, first frame of each run
-        if self.config.speech_input == "ctc_top1":
-            return table[best[keep] - 1].detach()  # n, H
-        return (logits[keep][:, 1:].float().softmax(-1) @ table.float()).to(table.dtype)  # n, V @ V, H -> n, H
-
-    @torch.no_grad()
-    def ctc_transcripts(self, states: list[torch.Tensor]) -> list[str]:
-        """What the adaptor hears: greedy CTC decoding of clips' encoder states (needs ``ctc_head``).
+    def ctc_log_probs(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        """CTC log-probabilities per clip, ``[(frames_i / k, 1 + V)]`` (class 0 blank, ``j + 1`` token ``j``).
 
         Args:
             states: per clip ``(frames, C)`` encoder states (:meth:`encode_audio` or a feature cache).
-
-        Returns:
-            The decoded text per clip (best class per embedding, repeats merged, blanks dropped).
         """
         from omnishift.models.adaptor import ctc_logits
 
         if self.adaptor.ctc_blank is None:
             raise ValueError("this adaptor has no CTC head (model config ctc_head: false): nothing to transcribe")
-        out = []
         table = self.llm.get_input_embeddings().weight
+        out = []
         for s in range(0, len(states), 32):
             chunk = states[s:s + 32]
             frames = torch.tensor([x.shape[0] for x in chunk])
@@ -280,12 +262,53 @@ class SpeechLLM(nn.Module):
             for i, x in enumerate(chunk):
                 padded[i, : x.shape[0]] = x.float()
             emb = self.adaptor(padded.to(self.adaptor.linear1.weight.dtype), frames)  # B, T, C -> B, T/k, H
-            best = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank,
-                              log_scale=self.adaptor.ctc_log_scale).argmax(-1)  # B, T/k
-            for i, n in enumerate((frames // self.config.k).tolist()):
-                seq = torch.unique_consecutive(best[i, :n]).tolist()
-                out.append(self.tokenizer.decode([c - 1 for c in seq if c != 0]).strip())
+            logits = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank, log_scale=self.adaptor.ctc_log_scale)
+            logp = logits.float().log_softmax(-1)  # B, T/k, 1 + V
+            out += [logp[i, :n] for i, n in enumerate((frames // self.config.k).tolist())]
         return out
+
+    def ctc_tokens(self, logp: torch.Tensor) -> list[int]:
+        """One clip's token ids read from its CTC log-probabilities ``(T, 1 + V)``: the greedy path
+        (repeats merged, blanks dropped), or beam search with the LLM (``config.ctc_decoding``)."""
+        if self.beam_settings is None:
+            seq = torch.unique_consecutive(logp.argmax(-1)).tolist()
+            return [c - 1 for c in seq if c != 0]
+        prior = LLMPrior(self.llm, user_turn_context(self.tokenizer))
+        return ctc_beam_search(logp, prior, self.beam_settings)
+
+    @torch.no_grad()
+    def ctc_compress(self, clip) -> torch.Tensor:
+        """One clip's CTC-compressed speech embeddings ``(n, H)`` (``speech_input`` ``ctc_top1``/``ctc_soft``).
+
+        Args:
+            clip: raw 16 kHz audio, or its encoder states ``(frames, C)`` (tensor or feature-cache file).
+        """
+        from omnishift.models.processor import _load_states
+
+        if isinstance(clip, (torch.Tensor, str, Path)):
+            states = _load_states(clip).float()
+        else:  # raw samples
+            states = self.encode_audio([clip])[0]
+        logp = self.ctc_log_probs([states])[0]  # T', 1 + V
+        table = self.llm.get_input_embeddings().weight
+        if self.config.speech_input == "ctc_top1":
+            return table[torch.tensor(self.ctc_tokens(logp), dtype=torch.long)].detach()  # n, H
+        best = logp.argmax(-1)  # T'
+        prev = torch.cat([best.new_full((1,), -1), best[:-1]])
+        keep = (best != 0) & (best != prev)  # non-blank, first frame of each run
+        return (logp[keep][:, 1:].softmax(-1) @ table.float()).to(table.dtype)  # n, V @ V, H -> n, H
+
+    @torch.no_grad()
+    def ctc_transcripts(self, states: list[torch.Tensor]) -> list[str]:
+        """What the adaptor hears: the CTC transcript of clips' encoder states (needs ``ctc_head``).
+
+        Args:
+            states: per clip ``(frames, C)`` encoder states (:meth:`encode_audio` or a feature cache).
+
+        Returns:
+            The decoded text per clip (:meth:`ctc_tokens`: greedy, or beam search with the LLM).
+        """
+        return [self.tokenizer.decode(self.ctc_tokens(lp)).strip() for lp in self.ctc_log_probs(states)]
 
     # ---- persistence ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, state_dict: dict | None = None, llm_is_base: bool = False) -> Path:
@@ -323,13 +346,15 @@ class SpeechLLM(nn.Module):
         return Path(path)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype=torch.float32, speech_input: str | None = None) -> "SpeechLLM":
+    def from_pretrained(cls, path: str | Path, dtype=torch.float32, speech_input: str | None = None,
+                        ctc_decoding: dict | None = None) -> "SpeechLLM":
         """Load a folder written by :meth:`save_pretrained`.
 
         Args:
             speech_input: read the speech another way than the folder says (``adaptor``,
                 ``ctc_top1``, ``ctc_soft``; the weights are the same), e.g. to compare an aligned
                 adaptor's continuous output with its CTC-compressed transcript.
+            ctc_decoding: read the CTC path another way than the folder says (None: as saved).
         """
         path = Path(path)
         if not (path / CONFIG_NAME).is_file():
@@ -339,6 +364,8 @@ class SpeechLLM(nn.Module):
         fmt = meta.pop("llm_format")
         if speech_input is not None:
             meta["speech_input"] = speech_input
+        if ctc_decoding is not None:
+            meta["ctc_decoding"] = ctc_decoding
         config = SpeechLLMConfig.from_dict(meta)
         if fmt == "full":
             llm, tok = load_llm(path / "llm", dtype=dtype)
@@ -358,8 +385,10 @@ class SpeechLLM(nn.Module):
         return model.eval()
 
 
-def load_speech_llm(path: str | Path | None = None, speech_input: str | None = None, **config) -> SpeechLLM:
+def load_speech_llm(path: str | Path | None = None, speech_input: str | None = None, ctc_decoding: dict | None = None,
+                    **config) -> SpeechLLM:
     """A saved speech-LLM folder, or (``path=None``) the configured base models with a fresh adaptor."""
     if path:
-        return SpeechLLM.from_pretrained(path, speech_input=speech_input)
-    return SpeechLLM.from_config(SpeechLLMConfig(**config, **({"speech_input": speech_input} if speech_input else {})))
+        return SpeechLLM.from_pretrained(path, speech_input=speech_input, ctc_decoding=ctc_decoding)
+    extra = {k: v for k, v in (("speech_input", speech_input), ("ctc_decoding", ctc_decoding)) if v}
+    return SpeechLLM.from_config(SpeechLLMConfig(**config, **extra))

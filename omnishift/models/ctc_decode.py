@@ -1,0 +1,186 @@
+"""CTC prefix beam search with the frozen LLM as the language model (shallow fusion).
+
+Why: the adaptor's CTC classes *are* the LLM's tokens (logits = adaptor output @ token embeddings),
+so the LLM scores every hypothesis extension exactly, token for token, with no second vocabulary.
+Greedy CTC on real speech confuses acoustically close tokens ("capital of friends", "mountain
+speak"); the LLM's prior over user questions knows which of them is a plausible question. Shallow
+fusion is the standard way to add an external LM to CTC (Hannun et al. 2014, "First-pass large
+vocabulary continuous speech recognition using bi-directional recurrent DNNs"); the score of a
+prefix y is ``log P_ctc(y | x) + lm_weight * log P_llm(y) + length_bonus * |y|``.
+
+The LLM is asked for next-token log-probabilities once per distinct prefix (memoised per clip,
+batched per frame), after a fixed context (:data:`DEFAULT_CONTEXT`: the chat template's user-turn
+opening), so the prior is "what a user types as a question".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class BeamSettings:
+    """Settings of :func:`ctc_beam_search`.
+
+    Args:
+        beam: hypotheses kept after each frame.
+        token_top_k: per frame, only the ``token_top_k`` most likely tokens extend a hypothesis ...
+        token_min_logp: ... and only those with CTC log-probability above this.
+        lm_weight: weight of the LLM's log-probability (0: plain CTC prefix beam search).
+        length_bonus: added per emitted token (counters the LM's preference for short outputs).
+    """
+
+    beam: int = 8
+    token_top_k: int = 8
+    token_min_logp: float = -8.0
+    lm_weight: float = 0.5
+    length_bonus: float = 1.0
+
+    def __post_init__(self):
+        if self.beam < 1 or self.token_top_k < 1:
+            raise ValueError(f"beam and token_top_k must be >= 1, got {self.beam}, {self.token_top_k}")
+        if self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+
+
+def beam_settings(d: dict | None) -> BeamSettings | None:
+    """Settings from a model config's ``ctc_decoding`` dict (None: greedy decoding)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ValueError(f"ctc_decoding must be a mapping of BeamSettings fields or null, got {d!r}")
+    names = {f.name for f in dataclasses.fields(BeamSettings)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"ctc_decoding: unknown keys {unknown}; valid keys: {sorted(names)}")
+    return BeamSettings(**d)
+
+
+def user_turn_context(tokenizer) -> list[int]:
+    """Token ids the LLM sees before a user's words: its chat template up to the user turn's
+    content (SmolLM2: system turn + ``<|im_start|>user\\n``), or just BOS/EOS without a template."""
+    sentinel = "\x00omnishift\x00"
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False)
+        ids = tokenizer(text[: text.index(sentinel)], add_special_tokens=False).input_ids
+        if ids:
+            return list(ids)
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("the tokenizer has no chat template, BOS or EOS token: nothing to start the LLM prior from")
+    return [start]
+
+
+def _lae(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) for Python floats, -inf safe."""
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    m = max(a, b)
+    return m + math.log1p(math.exp(-abs(a - b)))
+
+
+class LLMPrior:
+    """Next-token log-probabilities of a causal LM after ``context + prefix``, memoised by prefix.
+
+    Args:
+        llm: a HF causal LM (frozen; run under ``no_grad``).
+        context: token ids every prefix follows.
+    """
+
+    def __init__(self, llm, context: list[int]):
+        self.llm, self.context, self.cache = llm, list(context), {}
+
+    @torch.no_grad()
+    def fill(self, prefixes: list[tuple]) -> None:
+        """Compute (one batched, left-padded forward) the prefixes not cached yet."""
+        todo = [p for p in dict.fromkeys(prefixes) if p not in self.cache]
+        if not todo:
+            return
+        seqs = [self.context + list(p) for p in todo]
+        n = max(len(s) for s in seqs)
+        ids = torch.zeros(len(seqs), n, dtype=torch.long)
+        mask = torch.zeros(len(seqs), n, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, n - len(s):] = torch.tensor(s)
+            mask[i, n - len(s):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at the first real token
+        logits = self.llm(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]  # B, V
+        logp = logits.float().log_softmax(-1)
+        for p, row in zip(todo, logp):
+            self.cache[p] = row
+
+    def __call__(self, prefix: tuple) -> torch.Tensor:
+        return self.cache[prefix]
+
+
+def ctc_beam_search(logp: torch.Tensor, prior: LLMPrior | None, settings: BeamSettings) -> list[int]:
+    """Best token sequence of one clip under CTC + ``lm_weight`` x LLM (prefix beam search).
+
+    Args:
+        logp: ``(T, 1 + V)`` CTC log-probabilities; class 0 is the blank, class ``j + 1`` token ``j``.
+        prior: the LLM prior (None, or ``lm_weight`` 0: no LM).
+        settings: beam settings.
+
+    Returns:
+        Token ids (LLM vocabulary) of the best hypothesis.
+    """
+    use_lm = prior is not None and settings.lm_weight > 0
+    beams: dict[tuple, list[float]] = {(): [0.0, NEG_INF]}  # prefix -> [log p ending in blank, in non-blank]
+    logp = logp.float()
+    for t in range(logp.shape[0]):
+        row = logp[t]
+        top = row[1:].topk(settings.token_top_k)
+        cands = [(int(j), float(v)) for v, j in zip(top.values, top.indices) if float(v) > settings.token_min_logp]
+        if use_lm and cands:
+            prior.fill(list(beams))
+        blank = float(row[0])
+        new: dict[tuple, list[float]] = {}
+
+        def add(prefix, i, value):
+            cell = new.setdefault(prefix, [NEG_INF, NEG_INF])
+            cell[i] = _lae(cell[i], value)
+
+        for prefix, (pb, pnb) in beams.items():
+            total = _lae(pb, pnb)
+            add(prefix, 0, total + blank)  # blank: prefix unchanged
+            if prefix:  # the last token repeated without a blank between: still one token
+                add(prefix, 1, pnb + float(row[prefix[-1] + 1]))
+            lm = prior(prefix) if use_lm and cands else None
+            for j, v in cands:
+                bonus = settings.length_bonus + (settings.lm_weight * float(lm[j]) if use_lm else 0.0)
+                if prefix and j == prefix[-1]:  # a repeat needs a blank in between to count twice
+                    add(prefix + (j,), 1, pb + v + bonus)
+                else:
+                    add(prefix + (j,), 1, total + v + bonus)
+        ranked = sorted(new.items(), key=lambda kv: _lae(*kv[1]), reverse=True)
+        beams = dict(ranked[: settings.beam])
+    best = max(beams.items(), key=lambda kv: _lae(*kv[1]))[0]
+    return list(best)
+
+
+def add_decoding_args(parser) -> None:
+    """``--ctc-beam/--ctc-lm-weight/--ctc-length-bonus`` for commands that read a CTC path."""
+    parser.add_argument("--ctc-beam", type=int, metavar="N",
+                        help="read the CTC path with prefix beam search of width N and the model's LLM as language "
+                             "model (default: as the model folder says; greedy unless it sets ctc_decoding)")
+    parser.add_argument("--ctc-lm-weight", type=float, default=BeamSettings.lm_weight, metavar="W",
+                        help="with --ctc-beam: weight of the LLM's log-probability (0: no LM)")
+    parser.add_argument("--ctc-length-bonus", type=float, default=BeamSettings.length_bonus, metavar="B",
+                        help="with --ctc-beam: score added per token")
+
+
+def decoding_from_args(args) -> dict | None:
+    """The ``ctc_decoding`` override the flags ask for (None: keep the model folder's)."""
+    if getattr(args, "ctc_beam", None) is None:
+        return None
+    d = {"beam": args.ctc_beam, "lm_weight": args.ctc_lm_weight, "length_bonus": args.ctc_length_bonus}
+    BeamSettings(**d)  # range checks now, before any model is loaded
+    return d
