@@ -15,6 +15,7 @@ opening), so the prior is "what a user types as a question".
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -90,30 +91,47 @@ def _lae(a: float, b: float) -> float:
 class LLMPrior:
     """Next-token log-probabilities of a causal LM after ``context + prefix``, memoised by prefix.
 
+    The context is encoded once (its key/value cache reused by every call); prefixes are
+    right-padded after it, so causal attention leaves each prefix's real positions untouched and
+    its last real position gives its next-token distribution.
+
     Args:
         llm: a HF causal LM (frozen; run under ``no_grad``).
-        context: token ids every prefix follows.
+        context: token ids every prefix follows (at least one).
     """
 
     def __init__(self, llm, context: list[int]):
+        if not context:
+            raise ValueError("LLMPrior needs at least one context token (e.g. BOS)")
         self.llm, self.context, self.cache = llm, list(context), {}
+        self._context_kv = None
+
+    @torch.no_grad()
+    def _encode_context(self) -> None:
+        out = self.llm(input_ids=torch.tensor([self.context]), use_cache=True)
+        self._context_kv = out.past_key_values
+        self.cache[()] = out.logits[0, -1].float().log_softmax(-1)
 
     @torch.no_grad()
     def fill(self, prefixes: list[tuple]) -> None:
-        """Compute (one batched, left-padded forward) the prefixes not cached yet."""
+        """Compute (one batched forward after the cached context) the prefixes not cached yet."""
+        if self._context_kv is None:
+            self._encode_context()
         todo = [p for p in dict.fromkeys(prefixes) if p not in self.cache]
         if not todo:
             return
-        seqs = [self.context + list(p) for p in todo]
-        n = max(len(s) for s in seqs)
-        ids = torch.zeros(len(seqs), n, dtype=torch.long)
-        mask = torch.zeros(len(seqs), n, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, n - len(s):] = torch.tensor(s)
-            mask[i, n - len(s):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at the first real token
-        logits = self.llm(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]  # B, V
-        logp = logits.float().log_softmax(-1)
+        n, c = max(len(p) for p in todo), len(self.context)
+        ids = torch.zeros(len(todo), n, dtype=torch.long)
+        mask = torch.zeros(len(todo), c + n, dtype=torch.long)
+        mask[:, :c] = 1
+        for i, p in enumerate(todo):
+            ids[i, : len(p)] = torch.tensor(p)
+            mask[i, c: c + len(p)] = 1
+        kv = copy.deepcopy(self._context_kv)
+        kv.batch_repeat_interleave(len(todo))
+        logits = self.llm(input_ids=ids, attention_mask=mask, past_key_values=kv, use_cache=True).logits  # B, n, V
+        last = torch.tensor([len(p) - 1 for p in todo])
+        logp = logits[torch.arange(len(todo)), last].float().log_softmax(-1)  # B, V
         for p, row in zip(todo, logp):
             self.cache[p] = row
 
