@@ -39,7 +39,7 @@ def main() -> None:
 
     from qa_setup import load_setup, qa_parser
 
-    from omnishift.evaluate.qa import evaluate
+    from omnishift.evaluate.qa import EvalSettings, evaluate
 
     ap = qa_parser(__doc__.splitlines()[0])
     ap.add_argument("--hf", action="store_true", help="also time transformers' generate (static batches)")
@@ -56,8 +56,8 @@ def main() -> None:
             if name == "hf_generate":
                 m = types.SimpleNamespace(processor=model.processor, generate=types.MethodType(hf_generate, model))
             t0 = time.perf_counter()
-            evaluate(m, items, Path(d) / name, batch_size=bs, max_new_tokens=a.max_new_tokens, progress=False,
-                     continuous=continuous)
+            evaluate(m, items, Path(d) / name,
+                     EvalSettings(batch_size=bs, max_new_tokens=a.max_new_tokens, progress=False, continuous=continuous))
             res[name] = {"seconds": time.perf_counter() - t0,
                          "outputs": {json.loads(x)["id"]: json.loads(x)["output"]
                                      for x in (Path(d) / name / "items.jsonl").read_text().splitlines()}}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omnishift.evaluate.qa import build_eval_items, evaluate, finished_summary, load_benchmark
+from omnishift.evaluate.qa import BenchmarkSelection, EvalSettings, build_eval_items, evaluate, finished_summary
 from omnishift.evaluate.table import benchmark_key, render
 from omnishift.paths import atomic_write_text
 
@@ -31,11 +31,9 @@ def rank_overrides(r: int, out: str | Path) -> list[str]:
             f"out_dir={Path(out) / f'r{r}' / 'train'}"]
 
 
-def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out: str | Path,
-                overrides: list[str] = (), modes=("t2t", "s2t"), limit: int | None = None,
-                subset: int | None = None, seed: int = 0, audio_dir: str | Path | None = None,
-                prompt: str = "instruction", batch_size: int = 16, max_new_tokens: int = 64,
-                progress: bool = True, feature_cache: str | Path | None = None) -> tuple[Path, Path]:
+def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out: str | Path, *,
+                overrides: list[str] = (), modes=("t2t", "s2t"), selection: BenchmarkSelection | None = None,
+                settings: EvalSettings | None = None) -> tuple[Path, Path]:
     """Train and evaluate LoRA at each rank; write the Table-3-shaped comparison.
 
     Args:
@@ -45,9 +43,8 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
         out: ablation folder.
         overrides: further ``section.key=value`` overrides applied before the rank's own.
         modes: evaluation modes.
-        limit, subset, seed, audio_dir: benchmark selection (:func:`load_benchmark`).
-        prompt, batch_size, max_new_tokens, progress, feature_cache: evaluation settings
-            (:func:`evaluate`).
+        selection: which benchmark items (default: all).
+        settings: evaluation settings (:func:`evaluate`).
 
     Returns:
         ``(table3.md, table3.csv)`` paths under ``out``.
@@ -60,7 +57,8 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
     if len(set(ranks)) != len(ranks) or not ranks:
         raise ValueError(f"ranks must be distinct and non-empty, got {ranks}")
     # Load (and synthesize) every benchmark before hours of training, so a bad spec fails first.
-    examples = {b: load_benchmark(b, modes, limit, subset, seed, audio_dir) for b in benchmarks}
+    selection, settings = selection or BenchmarkSelection(), settings or EvalSettings()
+    examples = {b: selection.load(b, modes) for b in benchmarks}
     cells, cols = {}, []
     for r in ranks:
         cfg = load_config(config, list(overrides) + rank_overrides(r, out))
@@ -75,12 +73,10 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
                 summary = finished_summary(items_dir, len(exs))
                 if summary is None:
                     model = model or SpeechLLM.from_pretrained(final)
-                    summary = evaluate(model, build_eval_items(exs, mode, prompt=prompt), items_dir,
-                                       batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+                    summary = evaluate(model, build_eval_items(exs, mode, prompt=settings.prompt), items_dir, settings,
                                        label=f"lora r={r} {mode}",
-                                       meta={"model": str(final), "benchmark": b, "mode": mode, "prompt": prompt,
-                                             "limit": limit, "subset": subset, "seed": seed, "lora_r": r},
-                                       feature_cache=feature_cache)
+                                       meta={"model": str(final), "benchmark": b, "mode": mode,
+                                             "prompt": settings.prompt, **selection.meta(), "lora_r": r})
                 col = (benchmark_key(b), mode)
                 cells[(f"r={r}", col)] = summary
                 cols += [col] if col not in cols else []

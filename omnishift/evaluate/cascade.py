@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnishift.evaluate.qa import build_eval_items, evaluate
+from omnishift.evaluate.qa import EvalSettings, build_eval_items, evaluate
 from omnishift.evaluate.wer import corpus_wer, word_errors
 from omnishift.models.encoder import SAMPLE_RATE
 from omnishift.models.processor import t2t_prompt
@@ -123,9 +123,8 @@ def transcribe_examples(asr: WhisperASR, examples, cache_file: str | Path, batch
     return {e.id: cache[e.id] for e in examples}, time.perf_counter() - t0
 
 
-def evaluate_cascade(model, asr: WhisperASR, examples, out_dir: str | Path, prompt: str = "instruction",
-                     batch_size: int = 16, asr_batch_size: int = 8, max_new_tokens: int = 64,
-                     progress: bool = True, meta: dict | None = None) -> dict:
+def evaluate_cascade(model, asr: WhisperASR, examples, out_dir: str | Path, settings: EvalSettings | None = None, *,
+                     meta: dict | None = None) -> dict:
     """S2T accuracy of ASR + text LLM, and the WER of the transcripts against the question text.
 
     Args:
@@ -133,18 +132,19 @@ def evaluate_cascade(model, asr: WhisperASR, examples, out_dir: str | Path, prom
         asr: the recogniser.
         examples: benchmark examples with ``audio``, ``text`` (the question) and ``answers``.
         out_dir: folder for ``transcripts.jsonl``, ``items.jsonl`` and ``summary.json`` (resumable).
-        prompt: T2T user turn around the transcript, as in :func:`build_eval_items`.
-        batch_size, max_new_tokens, progress: as for :func:`evaluate`.
-        asr_batch_size: clips transcribed together.
+        settings: as for :func:`evaluate`; ``prompt`` is the T2T user turn around the transcript
+            (:func:`build_eval_items`), ``asr_batch_size`` the clips transcribed together.
         meta: merged into the summary (model, benchmark, ...).
 
     Returns:
         The summary: accuracy, ci95, ..., plus ``wer`` (corpus), ``asr_errors``,
         ``asr_reference_words``, ``asr_model`` and ``asr_seconds``.
     """
+    settings = settings or EvalSettings()
+    prompt = settings.prompt
     out_dir = Path(out_dir)
     transcripts, asr_seconds = transcribe_examples(asr, examples, out_dir / "transcripts.jsonl",
-                                                   asr_batch_size, progress)
+                                                   settings.asr_batch_size, settings.progress)
     items = build_eval_items(examples, "t2t", prompt=prompt)  # validates answers; question = reference text
     for it in items:
         heard = transcripts[it["id"]]
@@ -155,5 +155,4 @@ def evaluate_cascade(model, asr: WhisperASR, examples, out_dir: str | Path, prom
     asr_meta = {"asr_model": asr.name, "asr_decoding": "greedy, beam 1, English, no timestamps",
                 "wer": w["wer"], "asr_errors": w["errors"], "asr_reference_words": w["reference_words"],
                 "asr_seconds": round(asr_seconds, 2)}
-    return evaluate(model, items, out_dir, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
-                    label="cascade s2t", meta={**(meta or {}), **asr_meta})
+    return evaluate(model, items, out_dir, settings, label="cascade s2t", meta={**(meta or {}), **asr_meta})

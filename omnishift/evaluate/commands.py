@@ -29,9 +29,22 @@ def _benchmark_args(s) -> None:
                                            "evaluated on the same clips (each clip is encoded once)")
 
 
+def _selection(args):
+    from omnishift.evaluate.qa import BenchmarkSelection
+
+    return BenchmarkSelection(args.limit, args.subset, args.seed, args.audio_dir)
+
+
+def _settings(args):
+    from omnishift.evaluate.qa import EvalSettings
+
+    return EvalSettings(prompt=args.prompt, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        feature_cache=args.feature_cache)
+
+
 def cmd_eval(args) -> int:
     """``omnishift eval``: one model, one benchmark, T2T and/or S2T."""
-    from omnishift.evaluate.qa import build_eval_items, evaluate, load_benchmark
+    from omnishift.evaluate.qa import build_eval_items, evaluate
     from omnishift.models.speech_llm import load_speech_llm
 
     cascade = args.model == "cascade"
@@ -39,25 +52,23 @@ def cmd_eval(args) -> int:
     if cascade and modes != ["s2t"]:
         raise ValueError("the cascade is an S2T baseline (its T2T is the base LLM's): use --mode s2t, and "
                          "`omnishift eval base --mode t2t` for T2T")
-    examples = load_benchmark(args.benchmark, modes, args.limit, args.subset, args.seed, args.audio_dir)
+    selection, settings = _selection(args), _settings(args)
+    examples = selection.load(args.benchmark, modes)
     model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, speech_input=args.speech_input,
                             ctc_decoding=decoding_from_args(args))
-    meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, "limit": args.limit,
-            "subset": args.subset, "seed": args.seed, "speech_input": model.config.speech_input,
+    meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, **selection.meta(),
+            "speech_input": model.config.speech_input,
             "ctc_decoding": model.config.ctc_decoding}
     for mode in modes:
         out_dir = Path(args.out) / mode
         if cascade:
             from omnishift.evaluate.cascade import WhisperASR, evaluate_cascade
 
-            summary = evaluate_cascade(model, WhisperASR(args.asr_model), examples, out_dir, prompt=args.prompt,
-                                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            summary = evaluate_cascade(model, WhisperASR(args.asr_model), examples, out_dir, settings,
                                        meta={**meta, "mode": mode})
         else:
-            summary = evaluate(model, build_eval_items(examples, mode, prompt=args.prompt), out_dir,
-                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                               label=f"{args.model} {mode}", meta={**meta, "mode": mode},
-                               feature_cache=args.feature_cache)
+            summary = evaluate(model, build_eval_items(examples, mode, prompt=args.prompt), out_dir, settings,
+                               label=f"{args.model} {mode}", meta={**meta, "mode": mode})
         print(json.dumps(summary))
     return 0
 
@@ -77,10 +88,8 @@ def cmd_ablate_rank(args) -> int:
     from omnishift.evaluate.ablation import ablate_rank
 
     md, _ = ablate_rank(args.config, args.ranks, args.benchmark, args.out, overrides=args.overrides,
-                        modes=["t2t", "s2t"] if args.mode == "both" else [args.mode], limit=args.limit,
-                        subset=args.subset, seed=args.seed, audio_dir=args.audio_dir, prompt=args.prompt,
-                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                        feature_cache=args.feature_cache)
+                        modes=["t2t", "s2t"] if args.mode == "both" else [args.mode], selection=_selection(args),
+                        settings=_settings(args))
     print(md.read_text(encoding="utf-8"), end="")
     return 0
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,8 @@ from omnishift.models.processor import s2t_prompt, t2t_prompt
 from omnishift.paths import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+PROMPTS = ("instruction", "plain")  # T2T user turn: question + LLaMA-Omni instruction, or the bare question
 
 
 def select_subset(examples: list, n: int | None, seed: int = 0) -> list:
@@ -90,8 +93,8 @@ def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[d
 
     if mode not in ("t2t", "s2t"):
         raise ValueError(f"mode {mode!r} unknown: use t2t or s2t")
-    if prompt not in ("instruction", "plain"):
-        raise ValueError(f"prompt {prompt!r} unknown: use 'instruction' or 'plain'")
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt {prompt!r} unknown: use one of {PROMPTS}")
     items = []
     for e in examples:
         if not e.answers:
@@ -167,32 +170,85 @@ def read_jsonl_tolerant(path: Path) -> list[dict]:
     return out
 
 
-def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16, max_new_tokens: int = 64,
-             progress: bool = True, label: str = "", meta: dict | None = None, continuous: bool = True,
-             feature_cache: str | Path | None = None) -> dict:
-    """Answer, score and summarise; resumes from ``out_dir/items.jsonl``.
+@dataclass(frozen=True)
+class EvalSettings:
+    """How every compared model is asked and decoded: one value passed through ``evaluate``,
+    ``evaluate_cascade``, ``ablate_rank`` and the pipeline, so two rows of a table can only differ
+    by their model.
 
     Args:
-        model: a :class:`~omnishift.models.speech_llm.SpeechLLM` (anything with ``processor`` and
-            ``generate_stream``, or ``generate`` when ``continuous=False``).
-        items: from :func:`build_eval_items`; an item's ``extra`` dict (e.g. a cascade's
-            transcript) is copied into its ``items.jsonl`` record.
-        out_dir: folder for ``items.jsonl`` and ``summary.json``.
+        prompt: T2T user turn: ``instruction`` (question + LLaMA-Omni instruction) or ``plain``.
         batch_size: questions generated together: slots of the continuous batch, or the size of
             each static batch.
         max_new_tokens: answer length cap.
         progress: show a tqdm bar.
-        label: free-text name of the run, kept in the summary.
-        meta: what was evaluated (``model``, ``benchmark``, ``mode``, ``prompt``, ...), merged
-            into the summary.
-        continuous: hand all unanswered items to ``model.generate_stream`` (continuous batching:
-            a finished answer's slot takes the next question, and each answer is written as soon
-            as it completes); False: static batches of ``batch_size`` through ``model.generate``
-            (kept for comparison in ``benchmarks/eval.py``). Outputs are identical either way.
         feature_cache: folder of cached Whisper encoder outputs
             (:class:`~omnishift.models.feature_cache.EncoderFeatureCache`). The encoder is frozen
             in every method, so all models evaluated on a benchmark share one encoding per clip
             instead of each re-encoding a 30-s window per question.
+        continuous: hand all unanswered items to ``model.generate_stream`` (continuous batching:
+            a finished answer's slot takes the next question, and each answer is written as soon
+            as it completes); False: static batches of ``batch_size`` through ``model.generate``
+            (kept for comparison in ``benchmarks/eval.py``). Outputs are identical either way.
+        asr_batch_size: the cascade's clips transcribed together.
+    """
+
+    prompt: str = "instruction"
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    progress: bool = True
+    feature_cache: str | Path | None = None
+    continuous: bool = True
+    asr_batch_size: int = 8
+
+    def __post_init__(self):
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"prompt {self.prompt!r} unknown: use one of {PROMPTS}")
+        for name in ("batch_size", "max_new_tokens", "asr_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class BenchmarkSelection:
+    """Which items of a benchmark are evaluated (the same for every model).
+
+    Args:
+        limit: read only the first ``limit`` examples.
+        subset: then keep a fixed-seed sample of this many (:func:`select_subset`).
+        seed: the sample's seed.
+        audio_dir: where S2T audio is synthesized when the benchmark has none.
+    """
+
+    limit: int | None = None
+    subset: int | None = None
+    seed: int = 0
+    audio_dir: str | Path | None = None
+
+    def load(self, spec: str, modes=("t2t",)) -> list:
+        """:func:`load_benchmark` with this selection."""
+        return load_benchmark(spec, modes, self.limit, self.subset, self.seed, self.audio_dir)
+
+    def meta(self) -> dict:
+        """The selection as summary fields."""
+        return {"limit": self.limit, "subset": self.subset, "seed": self.seed}
+
+
+def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettings | None = None, *,
+             label: str = "", meta: dict | None = None) -> dict:
+    """Answer, score and summarise; resumes from ``out_dir/items.jsonl``.
+
+    Args:
+        model: a :class:`~omnishift.models.speech_llm.SpeechLLM` (anything with ``processor`` and
+            ``generate_stream``, or ``generate`` when ``settings.continuous`` is False).
+        items: from :func:`build_eval_items`; an item's ``extra`` dict (e.g. a cascade's
+            transcript) is copied into its ``items.jsonl`` record.
+        out_dir: folder for ``items.jsonl`` and ``summary.json``.
+        settings: batch size, answer length, progress bar, feature cache, batching (default
+            :class:`EvalSettings`); the prompt is already in ``items``.
+        label: free-text name of the run, kept in the summary.
+        meta: what was evaluated (``model``, ``benchmark``, ``mode``, ``prompt``, ...), merged
+            into the summary.
 
     Returns:
         The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``
@@ -200,6 +256,8 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
     """
     from omnishift.fingerprint import check_produced_by
 
+    settings = settings or EvalSettings()
+    batch_size, max_new_tokens, feature_cache = settings.batch_size, settings.max_new_tokens, settings.feature_cache
     out_dir = Path(out_dir)
     check_produced_by(out_dir, {"model": model_identity(model), "max_new_tokens": max_new_tokens}, "evaluation",
                       "evaluate into a new --out folder (or delete this one)", results=("items.jsonl", "summary.json"))
@@ -216,7 +274,7 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
         todo = EncoderFeatureCache(feature_cache, model).attach(todo)  # audio -> encoder_states (a cache file)
     t0 = time.perf_counter()
     with open(done_file, "a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(items) - len(todo),
-                                                           desc=f"eval {label}".strip(), disable=not progress) as bar:
+                                                           desc=f"eval {label}".strip(), disable=not settings.progress) as bar:
         def record(it: dict, out: str) -> None:
             rec = {"id": it["id"], "question": it["question"], "references": it["references"],
                    **it.get("extra", {}), "output": out, "correct": is_correct(out, it["references"]),
@@ -225,7 +283,7 @@ def evaluate(model, items: list[dict], out_dir: str | Path, batch_size: int = 16
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
         prompts = [{k: it[k] for k in ("prompt", "audio", "encoder_states") if k in it} for it in todo]
-        if continuous:
+        if settings.continuous:
             for i, out in model.generate_stream(prompts, slots=batch_size, max_new_tokens=max_new_tokens):
                 record(todo[i], out)
                 f.flush()  # each answer is on disk as soon as it completes: an interruption loses none

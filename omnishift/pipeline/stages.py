@@ -484,12 +484,10 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
                     from omnishift.evaluate.cascade import WhisperASR, evaluate_cascade
 
                     asr = asr or WhisperASR(ev.asr_model)
-                    evaluate_cascade(model, asr, exs, folder, prompt=ev.prompt, batch_size=ev.batch_size,
-                                     max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None, meta=meta)
+                    evaluate_cascade(model, asr, exs, folder, eval_settings(ctx), meta=meta)
                 else:
-                    evaluate(model, build_eval_items(exs, mode, prompt=ev.prompt), folder, batch_size=ev.batch_size,
-                             max_new_tokens=ev.max_new_tokens, progress=ctx.progress.stream is not None,
-                             label=f"{row} {bench} {mode}", meta=meta, feature_cache=ctx.cfg.resolve(ev.feature_cache))
+                    evaluate(model, build_eval_items(exs, mode, prompt=ev.prompt), folder, eval_settings(ctx),
+                             label=f"{row} {bench} {mode}", meta=meta)
         if src == "trained" and mode == "s2t" and not (out / row / bench / "ctc" / "summary.json").is_file():
             model = trained_model(row)
             if model.config.ctc_head:  # what the adaptor hears: its greedy CTC transcript of each question
@@ -518,6 +516,15 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
     return {"evaluations": len(units), "skipped_untrained": waiting, "skipped_busy": busy}
 
 
+def eval_settings(ctx: Context):
+    """The experiment's evaluation settings (the same for every row, benchmark and rank)."""
+    from omnishift.evaluate.qa import EvalSettings
+
+    ev = ctx.cfg.evaluate
+    return EvalSettings(prompt=ev.prompt, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                        progress=ctx.progress.stream is not None, feature_cache=ctx.cfg.resolve(ev.feature_cache))
+
+
 def stage_ablation(ctx: Context, out: Path) -> dict:
     """Table 3: LoRA at each rank, trained and evaluated (:func:`omnishift.evaluate.ablation.ablate_rank`)."""
     from omnishift.evaluate.ablation import ablate_rank
@@ -538,8 +545,7 @@ def stage_ablation(ctx: Context, out: Path) -> dict:
     names = ab.benchmarks or list(ev.benchmarks)
     benches = ctx.benchmarks()
     ablate_rank(config, [int(r) for r in ab.ranks], [str(benches[n]) for n in names], out, overrides=overrides,
-                modes=list(ev.modes), prompt=ev.prompt, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
-                progress=ctx.progress.stream is not None, feature_cache=ctx.cfg.resolve(ev.feature_cache))
+                modes=list(ev.modes), settings=eval_settings(ctx))
     return {"ranks": list(ab.ranks)}
 
 

@@ -10,7 +10,7 @@ from tiny_models import make_tiny_speech_llm, tone
 from omnishift.data.manifest import Example
 from omnishift.data.synth import write_wav
 from omnishift.evaluate.cascade import evaluate_cascade
-from omnishift.evaluate.qa import build_eval_items, evaluate
+from omnishift.evaluate.qa import EvalSettings, build_eval_items, evaluate
 
 
 class FakeASR:
@@ -42,7 +42,7 @@ def test_cascade_items_wer_and_resume(tmp_path, tiny_tokenizer):
     exs = _examples(tmp_path)
     heard = ["what is the capital of france", "how many legs does the spider have", "who wrote"]
     asr = FakeASR(heard)
-    s = evaluate_cascade(m, asr, exs, tmp_path / "c", max_new_tokens=3, progress=False, meta={"model": "cascade"})
+    s = evaluate_cascade(m, asr, exs, tmp_path / "c", EvalSettings(max_new_tokens=3, progress=False), meta={"model": "cascade"})
     # by hand: 0 errors / 6 words; "a" -> "the" 1 / 7; "hamlet" deleted 1 / 3
     assert (s["asr_errors"], s["asr_reference_words"]) == (2, 16) and s["wer"] == pytest.approx(2 / 16)
     assert s["model"] == "cascade" and s["n"] == 3 and s["asr_model"] == "fake-asr"
@@ -51,19 +51,19 @@ def test_cascade_items_wer_and_resume(tmp_path, tiny_tokenizer):
     assert recs["q1"]["question"] == exs[1].text  # the reference stays the benchmark's question
     # the LLM saw exactly the T2T prompt of the transcript: same outputs as a T2T run on the transcripts
     t2t = build_eval_items([Example(id=e.id, text=h, answers=e.answers) for e, h in zip(exs, heard)], "t2t")
-    evaluate(m, t2t, tmp_path / "t", max_new_tokens=3, progress=False)
+    evaluate(m, t2t, tmp_path / "t", EvalSettings(max_new_tokens=3, progress=False))
     direct = {r["id"]: r["output"] for r in map(json.loads, (tmp_path / "t" / "items.jsonl").read_text().splitlines())}
     assert {k: r["output"] for k, r in recs.items()} == direct
     # resume: transcripts are cached, the ASR is not called again
     again = FakeASR([])
-    s2 = evaluate_cascade(m, again, exs, tmp_path / "c", max_new_tokens=3, progress=False)
+    s2 = evaluate_cascade(m, again, exs, tmp_path / "c", EvalSettings(max_new_tokens=3, progress=False))
     assert again.calls == 0 and s2["wer"] == s["wer"] and s2["accuracy"] == s["accuracy"]
 
 
 def test_cascade_needs_audio(tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match="item 'x' has no audio for the cascade"):
         evaluate_cascade(make_tiny_speech_llm(tiny_tokenizer), FakeASR([]), [Example(id="x", text="q", answers=["a"])],
-                         tmp_path, progress=False)
+                         tmp_path, EvalSettings(progress=False))
 
 
 @pytest.mark.integration

@@ -198,7 +198,7 @@ def test_sharded_train_and_evaluate_then_plain_run_finishes(tmp_path, tiny_parts
 
     # frozen (adaptor only) keeps the base LLM: its T2T units are No-FT's, and generating them agrees
     from omnishift.data.manifest import read_manifest
-    from omnishift.evaluate.qa import build_eval_items, evaluate
+    from omnishift.evaluate.qa import EvalSettings, build_eval_items, evaluate
     from omnishift.pipeline.stages import load_trained
 
     outputs = lambda d: [json.loads(x)["output"] for x in (d / "items.jsonl").read_text().splitlines()]  # noqa: E731
@@ -207,8 +207,8 @@ def test_sharded_train_and_evaluate_then_plain_run_finishes(tmp_path, tiny_parts
         assert s["copied_from"] == "no_ft" and s["row"] == "frozen"
         assert "copied_from" not in json.loads((run / "evaluate" / "full" / bench / "t2t" / "summary.json").read_text())
     items = build_eval_items(read_manifest(run / "data" / "bench" / "trivia.jsonl"), "t2t")
-    evaluate(load_trained(run / "train" / "frozen" / "final"), items, tmp_path / "frozen_t2t", batch_size=4,
-             max_new_tokens=4, progress=False)
+    evaluate(load_trained(run / "train" / "frozen" / "final"), items, tmp_path / "frozen_t2t",
+             EvalSettings(batch_size=4, max_new_tokens=4, progress=False))
     assert outputs(tmp_path / "frozen_t2t") == outputs(run / "evaluate" / "no_ft" / "trivia" / "t2t")
 
 
