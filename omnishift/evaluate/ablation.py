@@ -13,12 +13,14 @@ all its items is skipped without loading the model, and a partial one resumes it
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from omnishift.evaluate.qa import BenchmarkSelection, EvalSettings, build_eval_items, evaluate, finished_summary
-from omnishift.evaluate.table import benchmark_key, render
+from omnishift.evaluate.table import MODES, accuracy_csv, accuracy_table, benchmark_key
 from omnishift.paths import atomic_write_text
+from omnishift.tables import Table, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
     # Load (and synthesize) every benchmark before hours of training, so a bad spec fails first.
     selection, settings = selection or BenchmarkSelection(), settings or EvalSettings()
     examples = {b: selection.load(b, modes) for b in benchmarks}
-    cells, cols = {}, []
     for r in ranks:
         cfg = load_config(config, list(overrides) + rank_overrides(r, out))
         final = Path(cfg.out_dir) / "final"
@@ -70,16 +71,38 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
         for b, exs in examples.items():
             for mode in modes:
                 items_dir = out / f"r{r}" / "eval" / Path(b).stem / mode
-                summary = finished_summary(items_dir, len(exs))
-                if summary is None:
+                if finished_summary(items_dir, len(exs)) is None:
                     model = model or SpeechLLM.from_pretrained(final)
-                    summary = evaluate(model, build_eval_items(exs, mode, prompt=settings.prompt), items_dir, settings,
-                                       label=f"lora r={r} {mode}",
-                                       meta={"model": str(final), "benchmark": b, "mode": mode,
-                                             "prompt": settings.prompt, **selection.meta(), "lora_r": r})
-                col = (benchmark_key(b), mode)
-                cells[(f"r={r}", col)] = summary
-                cols += [col] if col not in cols else []
+                    evaluate(model, build_eval_items(exs, mode, prompt=settings.prompt), items_dir, settings,
+                             label=f"lora r={r} {mode}",
+                             meta={"model": str(final), "benchmark": b, "mode": mode,
+                                   "prompt": settings.prompt, **selection.meta(), "lora_r": r})
         del model
-    md, text = render([f"r={r}" for r in ranks], cols, cells, title="LoRA rank (α = 2r)")
-    return atomic_write_text(out / "table3.md", md), atomic_write_text(out / "table3.csv", text)
+    t, text = rank_table(out)
+    return atomic_write_text(out / "table3.md", to_markdown(t)), atomic_write_text(out / "table3.csv", text)
+
+
+def rank_table(out: str | Path) -> tuple[Table, str]:
+    """Table 3 from the rank ablation's summaries under ``out`` (``r*/eval/*/*/summary.json``), keyed
+    by what each recorded (``lora_r``, ``benchmark``, ``mode``), never by folder names. The rank
+    ablation and the report both build Table 3 here.
+
+    Returns:
+        ``(table, csv text of its numbers)``; an empty table when nothing is evaluated yet.
+    """
+    cells, ranks, cols = {}, set(), []
+    for f in sorted(Path(out).glob("r*/eval/*/*/summary.json")):
+        s = json.loads(f.read_text(encoding="utf-8"))
+        if "accuracy" not in s:
+            continue
+        if "lora_r" not in s:
+            raise ValueError(f"{f}: no lora_r recorded; re-run `omnishift ablate-rank` into the same folder")
+        col = (benchmark_key(s["benchmark"]), s["mode"])
+        cells[(f"r={s['lora_r']}", *col)] = s
+        ranks.add(int(s["lora_r"]))
+        cols += [col] if col not in cols else []
+    rows = [f"r={r}" for r in sorted(ranks)]
+    cols = [(b, m) for b in dict.fromkeys(b for b, _ in cols) for m in MODES if (b, m) in cols]
+    t = accuracy_table("table3_lora_rank", "Table 3. Accuracy by LoRA rank (α = 2r)", cells, rows, [],
+                       title="LoRA rank (α = 2r)", cols=cols)
+    return t, accuracy_csv(cells, rows, cols, title="lora_rank")

@@ -4,6 +4,8 @@ Every evaluation writes what it measured into its summary (``benchmark``, ``mode
 so a table is built from summaries alone, never by guessing from folder names. A row is one
 model (``No-FT``, ``cascade``, ``LoRA``, ``r=8``, ...); a column is one benchmark in one mode;
 a cell is ``accuracy (95% CI)`` in percent, ``-`` where that model was not evaluated.
+:func:`accuracy_table` is the one builder of such tables: ``eval-table``, the rank ablation and
+the report's Tables 2 and 3 all call it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from pathlib import Path
 
 from omnishift.paths import atomic_write_text
+from omnishift.tables import Table, to_markdown
 
 # Column order and headers of the paper's Table 2; other benchmarks follow in the order seen.
 BENCHMARK_TITLES = {"llama_questions": "LLaMA Q", "web_questions": "Web Q"}
@@ -54,7 +57,7 @@ def read_summaries(run: str | Path) -> list[tuple[Path, dict]]:
 
 
 def collect(runs: list[tuple[str, str | Path]]) -> tuple[list[str], list[tuple[str, str]], dict]:
-    """Gather cells: ``(row name, run path)`` pairs -> rows, columns and ``{(row, column): summary}``.
+    """Gather cells: ``(row name, run path)`` pairs -> rows, columns and ``{(row, benchmark, mode): summary}``.
 
     Raises:
         ValueError: two summaries for the same row, benchmark and mode.
@@ -63,7 +66,7 @@ def collect(runs: list[tuple[str, str | Path]]) -> tuple[list[str], list[tuple[s
     for name, run in runs:
         for f, s in read_summaries(run):
             col = (benchmark_key(s["benchmark"]), s["mode"])
-            key = (name, col)
+            key = (name, *col)
             if key in cells:
                 raise ValueError(f"row {name!r} has two {col[0]} {col[1]} results: {where[key]} and {f}; "
                                  "give each run its own row name (NAME=DIR)")
@@ -87,34 +90,60 @@ def acc_cell(summary: dict) -> str:
     return f"{pct(summary['accuracy'])} ({pct(lo)}–{pct(hi)})"
 
 
-def render(rows, cols, cells, title: str = "Model") -> tuple[str, str]:
-    """Markdown and CSV text of the table.
+def bench_title(name: str) -> str:
+    """Column title of a benchmark key (``llama_questions`` -> ``LLaMA Q``; others as they are)."""
+    return BENCHMARK_TITLES.get(name, name)
+
+
+def accuracy_table(name: str, caption: str, cells: dict, rows: list[str], benches: list[str],
+                   modes=("t2t", "s2t"), title: str = "Method", bold_best: bool = True,
+                   cols: list[tuple[str, str]] | None = None) -> Table:
+    """Accuracy with 95% CI per row, benchmark and mode: Tables 2 and 3 wherever they are written
+    (``eval-table``, the rank ablation, the report).
+
+    Args:
+        name, caption: the table's file name and caption.
+        cells: ``{(row, benchmark, mode): summary}`` with ``accuracy``, ``ci95`` and ``n``.
+        rows, benches: display order; modes: column order within a benchmark.
+        title: header of the row-name column.
+        bold_best: bold the highest accuracy of each column (every tie) unless all its rows tie.
+        cols: the ``(benchmark, mode)`` columns to show, even empty ones (default: those with a cell).
 
     Returns:
-        ``(markdown, csv)``; the CSV has ``accuracy``, ``ci_low``, ``ci_high`` (fractions) and ``n``
-        per cell, and the WER where a cascade recorded one.
+        The table; ``-`` where a row was not evaluated; the note gives n per column.
     """
-    head = [title] + [f"{BENCHMARK_TITLES.get(b, b)} {m.upper()}" for b, m in cols]
-    md = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in rows:
-        line = [r]
-        for c in cols:
-            s = cells.get((r, c))
-            line.append("-" if s is None else acc_cell(s))
-        md.append("| " + " | ".join(line) + " |")
-    ns = {c: sorted({cells[(r, c)]["n"] for r in rows if (r, c) in cells}) for c in cols}
-    md.append("")
-    md.append("Accuracy % (bootstrap 95% CI); n = " + ", ".join(
-        f"{BENCHMARK_TITLES.get(b, b)} {m.upper()}: {'/'.join(map(str, ns[(b, m)])) or '-'}" for b, m in cols) + ".")
+    if cols is None:
+        cols = [(b, m) for b in benches for m in modes if any((r, b, m) in cells for r in rows)]
+    header = [title] + [f"{bench_title(b)} {m.upper()}" for b, m in cols]
+    body, bold = [], set()
+    for i, r in enumerate(rows):
+        body.append([r] + [acc_cell(cells[(r, b, m)]) if (r, b, m) in cells else "-" for b, m in cols])
+    for j, (b, m) in enumerate(cols, 1):
+        vals = {i: cells[(r, b, m)]["accuracy"] for i, r in enumerate(rows) if (r, b, m) in cells}
+        if bold_best and len(set(vals.values())) >= 2:  # a column where every row ties has no best
+            best = max(vals.values())
+            bold |= {(i, j) for i, v in vals.items() if v == best}
+    ns = []
+    for b, m in cols:
+        n = sorted({cells[(r, b, m)]["n"] for r in rows if (r, b, m) in cells})
+        ns.append(f"{bench_title(b)} {m.upper()} {'/'.join(map(str, n)) or '-'}")
+    bold_note = "best per column in bold; " if bold_best else ""
+    note = f"Accuracy % (bootstrap 95% CI); {bold_note}n = " + ", ".join(ns) + "." if cols else ""
+    return Table(name, caption, header, body, bold, note)
+
+
+def accuracy_csv(cells: dict, rows: list[str], cols: list[tuple[str, str]], title: str = "model") -> str:
+    """The numbers behind an accuracy table: one CSV line per cell with ``accuracy``, ``ci_low``,
+    ``ci_high`` (fractions), ``n``, and the WER where a cascade recorded one."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "benchmark", "mode", "accuracy", "ci_low", "ci_high", "n", "wer"])
+    w.writerow([title, "benchmark", "mode", "accuracy", "ci_low", "ci_high", "n", "wer"])
     for r in rows:
         for b, m in cols:
-            s = cells.get((r, (b, m)))
+            s = cells.get((r, b, m))
             if s is not None:
                 w.writerow([r, b, m, s["accuracy"], s["ci95"][0], s["ci95"][1], s["n"], s.get("wer", "")])
-    return "\n".join(md) + "\n", buf.getvalue()
+    return buf.getvalue()
 
 
 def parse_runs(specs: list[str]) -> list[tuple[str, str]]:
@@ -138,6 +167,8 @@ def write_table(runs: list[str], out: str | Path, title: str = "Model") -> tuple
     Returns:
         ``(markdown path, csv path)``.
     """
-    md, text = render(*collect(parse_runs(runs)), title=title)
+    rows, cols, cells = collect(parse_runs(runs))
+    t = accuracy_table(Path(out).stem, "Accuracy on spoken QA, text (T2T) and speech (S2T) questions", cells, rows,
+                       [], title=title, bold_best=False, cols=cols)
     out = Path(out)
-    return atomic_write_text(out, md), atomic_write_text(out.with_suffix(".csv"), text)
+    return atomic_write_text(out, to_markdown(t)), atomic_write_text(out.with_suffix(".csv"), accuracy_csv(cells, rows, cols))

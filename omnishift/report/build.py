@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from omnishift.evaluate.ablation import rank_table
 from omnishift.paths import atomic_write_bytes, atomic_write_text
 from omnishift.report.html import Figure, Section, render_html, render_markdown
 from omnishift.report.names import display
@@ -45,18 +46,19 @@ def _display(label: str) -> str:
     return display(label)
 
 
-def eval_cells(root: Path, pattern: str = "*/*/*/summary.json", row_up: int = 3) -> tuple[dict, list[str], list[str]]:
-    """Summaries under ``root/ROW/BENCH/MODE/summary.json`` -> ``({(row, bench, mode): s}, rows, benches)``.
-
-    ``pattern`` / ``row_up`` (how many folders above ``summary.json`` the row is) fit other layouts,
-    e.g. the ablation's ``r8/eval/BENCH/MODE``.
-    """
+def eval_cells(root: Path) -> tuple[dict, list[str], list[str]]:
+    """The evaluate stage's summaries under ``root`` -> ``({(row, bench, mode): s}, rows, benches)``,
+    keyed by what each summary recorded (``row``, ``benchmark``, ``mode``), never by folder names."""
     cells, rows, benches = {}, [], []
-    for f in sorted(root.glob(pattern)):
+    for f in sorted(root.glob("*/*/*/summary.json")):
         s = json.loads(f.read_text(encoding="utf-8"))
         if "accuracy" not in s:
             continue
-        row, bench, mode = f.parents[row_up - 1].name, f.parent.parent.name, f.parent.name
+        missing = [k for k in ("row", "benchmark", "mode") if k not in s]
+        if missing:
+            raise ValueError(f"{f}: no {missing} recorded (written by an older omnishift); re-run "
+                             "`omnishift run CONFIG --redo evaluate` to refresh the summaries")
+        row, bench, mode = s["row"], s["benchmark"], s["mode"]
         cells[(row, bench, mode)] = s
         rows += [row] if row not in rows else []
         benches += [bench] if bench not in benches else []
@@ -230,12 +232,9 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
     # ablation
     s = Section("ablation", "LoRA rank ablation (Table 3)")
     skipped = (_marker(run, "ablation") or {}).get("skipped")
-    cells3, rows3, benches3 = ({}, [], []) if skipped else eval_cells(run / "ablation", "r*/eval/*/*/summary.json", 4)
-    if cells3:
-        rows3 = sorted(rows3, key=lambda r: int(r[1:]) if r[1:].isdigit() else 0)
-        named = {(f"r={r[1:]}", b, m): v for (r, b, m), v in cells3.items()}
-        s.tables.append(accuracy_table("table3_lora_rank", "Table 3. Accuracy by LoRA rank (α = 2r)", named,
-                                       [f"r={r[1:]}" for r in rows3], benches3, title="LoRA rank"))
+    t3 = None if skipped or not (run / "ablation").is_dir() else rank_table(run / "ablation")[0]
+    if t3 is not None and t3.rows:
+        s.tables.append(t3)
     else:
         s.paragraphs.append("Table 3 — " + _missing(run, "ablation", "rank ablation"))
     sections.append(s)

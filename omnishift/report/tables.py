@@ -1,63 +1,20 @@
-"""Report tables built from stage outputs: one :class:`Table` -> Markdown, CSV and HTML alike.
+"""Report tables built from stage outputs (:class:`~omnishift.tables.Table`: Markdown, CSV and HTML alike).
 
-Inputs are plain dicts as the stages write them (``deactivation/rows.json``, evaluation
-``summary.json`` files, ``shift/metrics.json``, training ``summary.json``), so every function is
-testable with hand-made values. Cells are strings; ``bold`` marks the best value of a column
-(Markdown ``**x**``, HTML ``<strong>``).
+Inputs are plain dicts as the stages write them (``deactivation/rows.json``, ``shift/metrics.json``,
+training ``summary.json``), so every function is testable with hand-made values. The accuracy
+tables (Tables 2 and 3) are :func:`omnishift.evaluate.table.accuracy_table`, the one function
+``eval-table``, the rank ablation and the report all use.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass, field
-
-from omnishift.evaluate.table import BENCHMARK_TITLES, acc_cell
-
-
-@dataclass
-class Table:
-    """A captioned table: ``header`` and ``rows`` of strings, ``bold`` cells as (row, column) indices."""
-
-    name: str
-    caption: str
-    header: list[str]
-    rows: list[list[str]]
-    bold: set = field(default_factory=set)
-    note: str = ""
-
-    def cell(self, r: int, c: int) -> str:
-        return self.rows[r][c]
-
-
-def to_markdown(t: Table) -> str:
-    """GitHub Markdown of ``t`` (caption as a bold line above, note below)."""
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = [f"**{t.caption}**", "", "| " + " | ".join(esc(h) for h in t.header) + " |",
-             "|" + " --- |" * len(t.header)]
-    for i, row in enumerate(t.rows):
-        lines.append("| " + " | ".join(f"**{esc(v)}**" if (i, j) in t.bold else esc(v) for j, v in enumerate(row))
-                     + " |")
-    if t.note:
-        lines += ["", t.note]
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(t: Table) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(t.header)
-    w.writerows(t.rows)
-    return buf.getvalue()
+from omnishift.evaluate.table import accuracy_table, bench_title  # noqa: F401  (Tables 2 and 3 live there)
+from omnishift.tables import Table, to_csv, to_markdown  # noqa: F401  (re-exported for the report)
 
 
 def fmt_ppl(x: float) -> str:
     """Perplexity: 3 significant digits, scientific from 10⁴ (as in the paper's Table 1)."""
     return f"{x:.3g}" if x < 1e4 else f"{x:.2e}"
-
-
-def bench_title(name: str) -> str:
-    return BENCHMARK_TITLES.get(name, name)
 
 
 # ---- Table 1 ---------------------------------------------------------------------------------
@@ -73,37 +30,6 @@ def deactivation_table(doc: dict) -> Table:
                  ["Model", "Input", "Base", f"Top {p}", f"Bottom {p}", f"Random {p}"], rows,
                  note=f"{zeroed:,} entries zeroed per strategy ({doc.get('scope', 'layers')} scope); perplexity of "
                       "the response tokens given a text or a spoken prompt.")
-
-
-# ---- Tables 2 and 3 --------------------------------------------------------------------------
-def accuracy_table(name: str, caption: str, cells: dict, rows: list[str], benches: list[str],
-                   modes=("t2t", "s2t"), title: str = "Method", bold_best: bool = True) -> Table:
-    """Accuracy with 95% CI per row, benchmark and mode.
-
-    Args:
-        cells: ``{(row, benchmark, mode): summary}`` with ``accuracy``, ``ci95`` and ``n``.
-        rows, benches: display order; modes: column order within a benchmark.
-        bold_best: bold the highest accuracy of each column (every tie) unless all its rows tie.
-
-    Returns:
-        The table; ``-`` where a row was not evaluated; the note gives n per column.
-    """
-    cols = [(b, m) for b in benches for m in modes if any((r, b, m) in cells for r in rows)]
-    header = [title] + [f"{bench_title(b)} {m.upper()}" for b, m in cols]
-    body, bold = [], set()
-    for i, r in enumerate(rows):
-        body.append([r] + [acc_cell(cells[(r, b, m)]) if (r, b, m) in cells else "-" for b, m in cols])
-    for j, (b, m) in enumerate(cols, 1):
-        vals = {i: cells[(r, b, m)]["accuracy"] for i, r in enumerate(rows) if (r, b, m) in cells}
-        if bold_best and len(set(vals.values())) >= 2:  # a column where every row ties has no best
-            best = max(vals.values())
-            bold |= {(i, j) for i, v in vals.items() if v == best}
-    ns = []
-    for b, m in cols:
-        n = sorted({cells[(r, b, m)]["n"] for r in rows if (r, b, m) in cells})
-        ns.append(f"{bench_title(b)} {m.upper()} {'/'.join(map(str, n))}")
-    note = "Accuracy % (bootstrap 95% CI); best per column in bold; n = " + ", ".join(ns) + "." if cols else ""
-    return Table(name, caption, header, body, bold, note)
 
 
 # ---- analysis tables -------------------------------------------------------------------------

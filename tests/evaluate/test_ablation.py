@@ -46,7 +46,7 @@ def test_ablate_rank_end_to_end_and_resume(setup, monkeypatch, capsys):
         for mode in ("t2t", "s2t"):
             s = json.loads((out / f"r{r}" / "eval" / "qa" / mode / "summary.json").read_text())
             assert (s["n"], s["mode"], s["lora_r"]) == (3, mode, r)
-    lines = (out / "table3.md").read_text().splitlines()
+    lines = (out / "table3.md").read_text().splitlines()[2:]  # after the caption
     assert lines[0] == "| LoRA rank (α = 2r) | qa T2T | qa S2T |"
     assert [ln.split(" | ")[0] for ln in lines[2:4]] == ["| r=2", "| r=4"]
     assert len((out / "table3.csv").read_text().splitlines()) == 1 + 4

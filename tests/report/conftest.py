@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 
-def _summary(acc, bench, mode, n=4):
-    return {"accuracy": acc, "ci95": [max(0, acc - 0.1), min(1, acc + 0.1)], "n": n, "benchmark": bench, "mode": mode,
+def _summary(acc, bench, mode, n=4, row=None):
+    return {"row": row, "accuracy": acc, "ci95": [max(0, acc - 0.1), min(1, acc + 0.1)], "n": n, "benchmark": bench, "mode": mode,
             "correct": int(acc * n)}
 
 
@@ -29,7 +29,7 @@ def _fake_run(tmp_path):
     for row, mode, acc in (("no_ft", "t2t", 0.5), ("lora", "t2t", 0.25), ("lora", "s2t", 0.25), ("cascade", "s2t", 0.75)):
         d = run / "evaluate" / row / "llama_questions" / mode
         d.mkdir(parents=True)
-        (d / "summary.json").write_text(json.dumps(_summary(acc, "llama_questions", mode)))
+        (d / "summary.json").write_text(json.dumps(_summary(acc, "llama_questions", mode, row=row)))
     return run
 
 
