@@ -129,14 +129,20 @@ def read_yaml(yaml_path: str | Path | None, overrides: list[str] | tuple = (), w
 
     Raises:
         FileNotFoundError: ``yaml_path`` does not exist (named as ``what``).
-        ConfigError: the top level is not a mapping; an override is malformed.
+        ConfigError: the file is not valid YAML; the top level is not a mapping; an override is malformed.
     """
     data, origin = {}, "defaults"
     if yaml_path is not None:
         origin = str(yaml_path)
         if not Path(yaml_path).is_file():
             raise FileNotFoundError(f"{what} {yaml_path} not found")
-        data = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            raise ConfigError(f"{yaml_path}: not valid YAML{at} ({getattr(e, 'problem', None) or e}); "
+                              "fix the file (a missing ']' or ':' is the usual cause)") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{yaml_path}: top level must be a mapping of sections")
     for o in overrides:

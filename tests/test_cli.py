@@ -51,3 +51,40 @@ def test_ask_text_and_audio(tmp_path, capsys):
     write_wav(tmp_path / "q.wav", synthesize("What is the capital of France?"))
     assert main(["ask", "--audio", str(tmp_path / "q.wav"), "--max-new-tokens", "8"]) == 0
     assert capsys.readouterr().out.strip()  # untrained adaptor: any text, but the path runs
+
+
+def test_unclear_cases_are_named_without_a_traceback(tmp_path, capsys, monkeypatch):
+    """Issue 12's "unclear" cases: each exits 2 naming the item and the fix, before any model loads."""
+    import omnishift.models.speech_llm as sl
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(sl, "load_speech_llm", no_model)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [1, 2\n")
+    for cmd in ("train", "run", "align"):
+        assert main([cmd, str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "not valid YAML at line 2" in err and "Traceback" not in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["eval", "base", "--benchmark", str(empty), "--out", str(tmp_path / "e")]) == 2
+    assert "has no rows" in capsys.readouterr().err
+    assert main(["eval", "base", "--benchmark", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "e")]) == 2
+    assert "missing.jsonl not found" in capsys.readouterr().err
+    assert main(["synth", str(empty), str(tmp_path / "s")]) == 2
+    assert "no rows: nothing to synthesize" in capsys.readouterr().err and not (tmp_path / "s" / "manifest.jsonl").exists()
+    assert main(["synth", str(tmp_path), str(tmp_path / "s")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_train_rerun_without_resume_says_how(tmp_path, capsys):
+    """The check comes first: no model is loaded and no step taken before it."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text("")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"out_dir: {tmp_path / 'run'}\n")
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "Traceback" not in err

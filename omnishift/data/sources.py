@@ -200,7 +200,13 @@ def load_source(spec: str, limit: int | None = None, data_dir: str | Path | None
     if spec.startswith("hf:"):
         name, _, split = spec[3:].partition(":")
         return load_hf_dataset(name, split or "train", limit=limit, **kw)
-    if spec.endswith(".jsonl") and Path(spec).is_file():
-        return read_manifest(spec)[:limit] if limit else read_manifest(spec)
+    if spec.endswith(".jsonl"):
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"manifest {spec} not found" + (" (it is a folder)" if Path(spec).is_dir() else "")
+                                    + ": check the path, or build one with `omnishift data ...`")
+        rows = read_manifest(spec)[:limit] if limit else read_manifest(spec)
+        if not rows:
+            raise ValueError(f"manifest {spec} has no rows: nothing to read")
+        return rows
     raise ValueError(f"unknown data source {spec!r}: use llama_questions, web_questions[:split], "
                      "instructions:<name>, hf:<id>[:split] or a .jsonl manifest path")

@@ -131,14 +131,20 @@ def synth_manifest(
         ``duration`` (seconds, 3 decimals) and ``sample_rate`` (16000) set.
 
     Raises:
-        ValueError: bad rows (every one named by line number, with the fix), an unknown voice, a
+        FileNotFoundError: ``in_path`` is missing or a folder.
+        ValueError: no rows; bad rows (every one named by line number, with the fix), an unknown voice, a
             resume with another configuration, or audio longer than ``max_seconds`` (ids named;
             those WAVs are not written, the others are, and no manifest is written).
     """
     from tqdm import tqdm
 
     in_path, out_dir = Path(in_path), Path(out_dir)
+    if not in_path.is_file():
+        raise FileNotFoundError(f"{in_path} is {'a folder' if in_path.is_dir() else 'not found'}: give the JSONL "
+                                "manifest whose rows to speak (one object per line with id and text)")
     rows = _read_manifest(in_path, text_field)
+    if not rows:
+        raise ValueError(f"{in_path} has no rows: nothing to synthesize (no manifest written)")
     _engine().check_voice(config.voice)
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
 from omnishift.pipeline.stages import STAGES
-from omnishift.schema import ConfigError, apply_override, build
+from omnishift.schema import ConfigError, build, read_yaml
 
 BASELINES = ("no_ft", "cascade")
 
@@ -315,14 +315,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple = ()) -> Expe
         ConfigError: unknown keys or stages, missing method configs, bad values.
     """
     path = Path(resolve_path(str(path)))
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment config {path} not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    for o in overrides:
-        data = apply_override(data, o)
-    origin = str(path) + (" (with overrides " + " ".join(overrides) + ")" if overrides else "")
+    data, origin = read_yaml(path, overrides, what="experiment config")
     return experiment_from_dict(data, origin, path.parent)
 
 

@@ -212,7 +212,8 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     out_dir = Path(config.out_dir)
     ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
     if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
-        raise FileExistsError(f"{out_dir} already holds a run: resume it (resume=True) or choose a new out_dir")
+        raise FileExistsError(f"{out_dir} already holds a run: resume it (`omnishift train CONFIG --resume`, "
+                              "resume=True) or choose a new out_dir (out_dir=...)")
     if resume:
         check_same_run(out_dir, config.to_dict(), _RESUME_MAY_DIFFER)
         if final_dir.is_dir():
