@@ -117,3 +117,28 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
         logging.getLogger(__name__).warning("removed %d leftovers of interrupted writes in %s: %s", len(removed),
                                             folder, ", ".join(sorted(removed)[:5]))
     return removed
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create ``path`` (a folder) if needed and prove a file can be written in it, before any long
+    work: an importance pass or an evaluation that finds an unwritable or file-typed ``--out`` only
+    when it saves loses everything it computed.
+
+    Raises:
+        NotADirectoryError: ``path`` (or a parent) is a file.
+        PermissionError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder: choose another {what}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except NotADirectoryError:
+        raise NotADirectoryError(f"{what} {path}: a parent of it is a file: choose another {what}") from None
+    except PermissionError:
+        raise PermissionError(f"{what} {path} is not writable: choose a folder you can write, "
+                              "or fix its permissions") from None
+    return path

@@ -77,6 +77,12 @@ def test_unclear_cases_are_named_without_a_traceback(tmp_path, capsys, monkeypat
     assert "no rows: nothing to synthesize" in capsys.readouterr().err and not (tmp_path / "s" / "manifest.jsonl").exists()
     assert main(["synth", str(tmp_path), str(tmp_path / "s")]) == 2
     assert "is a folder" in capsys.readouterr().err
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"id": "q1", "text": "Q?", "answers": ["a"]}) + "\n")
+    for argv in (["eval", "base", "--benchmark", str(qa), "--mode", "t2t", "--out", str(qa)],
+                 ["importance", "compute", "--data", str(qa), "--out", str(qa / "x")]):
+        assert main(argv) == 2  # a file-typed --out: refused before the model loads, not after the pass
+        assert "is a file" in capsys.readouterr().err
 
 
 def test_train_rerun_without_resume_says_how(tmp_path, capsys):

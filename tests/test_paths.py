@@ -43,3 +43,37 @@ def test_remove_stale_temps_clears_only_interrupted_writes(tmp_path):
         (d / "a").write_text("1")
     assert remove_stale_temps(tmp_path) == [] and (tmp_path / "step-00000300" / "a").is_file()
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_ensure_writable_dir_refuses_files_and_read_only_folders(tmp_path):
+    import os
+
+    import pytest
+
+    from omnishift.paths import ensure_writable_dir
+
+    assert ensure_writable_dir(tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        ensure_writable_dir(tmp_path / "f")
+    with pytest.raises(NotADirectoryError, match="parent of it is a file"):
+        ensure_writable_dir(tmp_path / "f" / "sub")
+
+
+def test_ensure_writable_dir_refuses_read_only_folders(tmp_path):
+    import os
+
+    import pytest
+
+    from omnishift.paths import ensure_writable_dir
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root ignores permission bits: nothing to check here
+            pytest.skip("running as root: a read-only folder is still writable")
+        with pytest.raises(PermissionError, match="not writable"):
+            ensure_writable_dir(ro)
+    finally:
+        ro.chmod(0o700)

@@ -80,6 +80,9 @@ def cmd_eval_ctc(args) -> int:
     from omnishift.evaluate.qa import load_benchmark
     from omnishift.models.speech_llm import SpeechLLM
 
+    from omnishift.paths import ensure_writable_dir
+
+    ensure_writable_dir(args.out)
     model = SpeechLLM.from_pretrained(args.model, ctc_decoding=decoding_from_args(args))
     if args.checkpoint:  # the adaptor of an intermediate checkpoint of the same run (a learning curve)
         from safetensors.torch import load_file

@@ -52,8 +52,11 @@ def cmd_eval(args) -> int:
     if cascade and modes != ["s2t"]:
         raise ValueError("the cascade is an S2T baseline (its T2T is the base LLM's): use --mode s2t, and "
                          "`omnishift eval base --mode t2t` for T2T")
+    from omnishift.paths import ensure_writable_dir
+
     selection, settings = _selection(args), _settings(args)
     examples = selection.load(args.benchmark, modes)
+    ensure_writable_dir(args.out)
     model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, speech_input=args.speech_input,
                             ctc_decoding=decoding_from_args(args))
     meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, **selection.meta(),

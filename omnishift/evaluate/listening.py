@@ -51,6 +51,10 @@ def cmd_listening(args) -> int:
     from omnishift.models.speech_llm import load_speech_llm
     from omnishift.paths import atomic_write_text
 
+    if args.out:
+        from omnishift.paths import ensure_writable_dir
+
+        ensure_writable_dir(Path(args.out).parent, "--out's folder")
     model = load_speech_llm(None if args.model == "base" else args.model, speech_input=args.speech_input,
                             ctc_decoding=decoding_from_args(args))
     text, _ = build_items(args.data, "text", limit=args.limit, audio_dir=args.audio_dir,

@@ -88,7 +88,9 @@ def cmd_compute(args) -> int:
     from omnishift.data.items import build_items
     from omnishift.models.speech_llm import load_speech_llm
     from omnishift.importance.estimator import ImportanceConfig, compute_importance
+    from omnishift.paths import ensure_writable_dir
 
+    ensure_writable_dir(args.out)  # before the pass, not when it saves
     model = load_speech_llm(args.model)
     items, info = build_items(args.data, args.modality, limit=args.limit, audio_dir=args.audio_dir,
                               max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)
@@ -113,7 +115,9 @@ def cmd_deactivate(args) -> int:
     from omnishift.data.items import build_items
     from omnishift.importance.deactivate import deactivation_table, write_table
     from omnishift.models.speech_llm import load_speech_llm
+    from omnishift.paths import ensure_writable_dir
 
+    ensure_writable_dir(args.out)
     model = load_speech_llm(args.model)
     sets = {"text": build_items(args.text_data, "text", limit=args.limit, max_response_tokens=args.max_response_tokens,
                                      tokenizer=model.tokenizer)[0]}
