@@ -37,6 +37,38 @@ def weights_sha256(module) -> str:
     return h.hexdigest()
 
 
+def model_identity(model) -> dict:
+    """What decides a model's outputs: its config and the hashes of its LLM and adaptor weights
+    (a test double without them is identified by its class name)."""
+    import dataclasses
+
+    import torch
+
+    out = {"class": type(model).__name__}
+    for part in ("llm", "adaptor"):
+        module = getattr(model, part, None)
+        if isinstance(module, torch.nn.Module):
+            out[part] = weights_sha256(module)
+    config = getattr(model, "config", None)
+    if dataclasses.is_dataclass(config):
+        out["config"] = dataclasses.asdict(config)
+    return out
+
+
+def items_fingerprint(items: list[dict], keys=("prompt", "response", "audio")) -> str:
+    """Fingerprint of what a pass over ``items`` reads: their ``keys``, audio arrays by content."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for it in items:
+        for k in keys:
+            v = it.get(k)
+            if v is not None and not isinstance(v, (str, Path, int, float, list, dict)):
+                v = hashlib.sha256(np.ascontiguousarray(v, dtype=np.float32).tobytes()).hexdigest()
+            h.update(json.dumps([k, v], default=str).encode())
+    return h.hexdigest()[:16]
+
+
 def check_produced_by(folder: str | Path, inputs: dict, what: str, fix: str,
                       results: tuple[str, ...] | None = None) -> None:
     """Record ``inputs`` in ``folder/PRODUCED_BY.json``, or refuse if the folder was made from others.

@@ -123,24 +123,6 @@ def finished_summary(out_dir: str | Path, n: int) -> dict | None:
     return s if s.get("n") == n and "accuracy" in s else None
 
 
-def model_identity(model) -> dict:
-    """What decides a model's answers: its config and the hashes of its LLM and adaptor weights
-    (a test double without them is identified by its class name)."""
-    import dataclasses
-
-    from omnishift.fingerprint import weights_sha256
-
-    out = {"class": type(model).__name__}
-    for part in ("llm", "adaptor"):
-        module = getattr(model, part, None)
-        if isinstance(module, torch.nn.Module):
-            out[part] = weights_sha256(module)
-    config = getattr(model, "config", None)
-    if dataclasses.is_dataclass(config):
-        out["config"] = dataclasses.asdict(config)
-    return out
-
-
 def item_key(item: dict) -> str:
     """Fingerprint of what an answer depends on besides the model: prompt, audio samples, references."""
     from omnishift.fingerprint import fingerprint
@@ -254,7 +236,7 @@ def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettin
         The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``
         plus ``meta``).
     """
-    from omnishift.fingerprint import check_produced_by
+    from omnishift.fingerprint import check_produced_by, model_identity
 
     settings = settings or EvalSettings()
     batch_size, max_new_tokens, feature_cache = settings.batch_size, settings.max_new_tokens, settings.feature_cache

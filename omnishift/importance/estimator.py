@@ -99,9 +99,23 @@ def compute_importance(model, items: list[dict], config: ImportanceConfig, out_d
 
     Returns:
         ``out_dir``.
+
+    Raises:
+        ValueError: ``out_dir`` holds a pass (finished or partial) made from another model, other
+            items or other settings (``PRODUCED_BY.json``); a finished pass from the same inputs
+            is returned as it is.
     """
+    from omnishift.fingerprint import check_produced_by, items_fingerprint, model_identity
+
     out_dir = Path(out_dir)
     chosen = select_items(items, config.fraction, config.seed)
+    # a partial pass (state/) or finished scores are reused only for the same model, items and settings
+    check_produced_by(out_dir, {"model": model_identity(model), "items": items_fingerprint(chosen),
+                                "config": asdict(config)}, "importance pass",
+                      "score into a new --out folder (or delete this one)",
+                      results=("scores.safetensors", "meta.json", "modules.csv", "state"))
+    if (out_dir / "modules.csv").is_file() and (out_dir / "scores.safetensors").is_file():
+        return out_dir  # finished earlier from the same inputs
     batches = [chosen[i:i + config.batch_size] for i in range(0, len(chosen), config.batch_size)]
     params = dict(model.llm.named_parameters())
     saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}

@@ -152,12 +152,11 @@ def stage_data(ctx: Context, out: Path) -> dict:
 
 # ---- importance ------------------------------------------------------------------------------
 def _score(ctx: Context, model, modality: str, out: Path, meta: dict) -> Path:
-    """One importance pass on the training manifest (skipped when ``out`` is complete)."""
+    """One importance pass on the training manifest (reused when ``out`` holds one from the same
+    model, items and settings; refused when it holds one from others)."""
     from omnishift.data.items import build_items
     from omnishift.importance.estimator import ImportanceConfig, compute_importance
 
-    if (out / "modules.csv").is_file():
-        return out
     imp = ctx.cfg.importance
     items, info = build_items(str(ctx.train_manifest), modality, limit=imp.limit,
                               max_response_tokens=imp.max_response_tokens, tokenizer=model.tokenizer)

@@ -128,7 +128,7 @@ def test_interrupted_pass_resumes_to_same_scores(tmp_path, tiny_tokenizer, mode,
     assert not (tmp_path / "run" / "state").exists()
     for n in ref:
         torch.testing.assert_close(got[n], ref[n], rtol=1e-6, atol=0, msg=n)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="no record of what produced it"):  # a state from before PRODUCED_BY
         (tmp_path / "run2" / "state").mkdir(parents=True)
         import json
         (tmp_path / "run2" / "state" / "progress.json").write_text(json.dumps({"config": {}, "batches_done": 1, "tokens": 1}))
@@ -147,3 +147,21 @@ def test_bad_config_is_rejected():
         ImportanceConfig(mode="sum")
     with pytest.raises(ValueError, match="fraction"):
         ImportanceConfig(fraction=0)
+
+
+def test_finished_pass_is_reused_only_for_the_same_model_items_and_settings(tmp_path, tiny_tokenizer, monkeypatch):
+    items = _items()
+    cfg = ImportanceConfig(mode="dataset", batch_size=2)
+    model = make_tiny_speech_llm(tiny_tokenizer)
+    compute_importance(model, items, cfg, tmp_path / "s", progress=False)
+    before = (tmp_path / "s" / "scores.safetensors").read_bytes()
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert compute_importance(model, items, cfg, tmp_path / "s", progress=False) == tmp_path / "s"  # reused
+    assert (tmp_path / "s" / "scores.safetensors").read_bytes() == before
+    other = make_tiny_speech_llm(tiny_tokenizer, seed=1)
+    with pytest.raises(ValueError, match=r"made from other inputs .*changed: \['model'\]"):
+        compute_importance(other, items, cfg, tmp_path / "s", progress=False)
+    with pytest.raises(ValueError, match=r"changed: \['items'\]"):
+        compute_importance(model, items[:1], cfg, tmp_path / "s", progress=False)
+    with pytest.raises(ValueError, match=r"changed: \['config'\]"):
+        compute_importance(model, items, ImportanceConfig(mode="dataset", batch_size=1), tmp_path / "s", progress=False)
