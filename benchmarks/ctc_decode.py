@@ -44,7 +44,7 @@ def main() -> None:
     model = SpeechLLM.from_pretrained(args.model)
     examples = load_benchmark(args.benchmark, ["s2t"], limit=args.n)
     states = model.encode_audio([load_audio(e.audio, item=e.id) for e in examples])
-    logps = model.ctc_log_probs(states)
+    logps = list(model.ctc_log_probs(states))  # n clips x (T, 49k): keep --n small
     ways = {"greedy": None,
             "beam": BeamSettings(beam=args.beam, lm_weight=0.0, length_bonus=0.0),
             "beam_lm": BeamSettings(beam=args.beam, lm_weight=args.lm_weight, length_bonus=args.length_bonus)}

@@ -243,8 +243,10 @@ class SpeechLLM(nn.Module):
         return self.generate(batch, max_new_tokens=max_new_tokens)
 
     @torch.no_grad()
-    def ctc_log_probs(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
-        """CTC log-probabilities per clip, ``[(frames_i / k, 1 + V)]`` (class 0 blank, ``j + 1`` token ``j``).
+    def ctc_log_probs(self, states: list[torch.Tensor]):
+        """CTC log-probabilities per clip, ``(frames_i / k, 1 + V)`` each (class 0 blank, ``j + 1``
+        token ``j``), yielded in order, 32 clips computed at a time: a clip's are 200 kB per 100 ms
+        of speech (49k classes), so a dev set's worth held at once would take gigabytes.
 
         Args:
             states: per clip ``(frames, C)`` encoder states (:meth:`encode_audio` or a feature cache).
@@ -254,7 +256,6 @@ class SpeechLLM(nn.Module):
         if self.adaptor.ctc_blank is None:
             raise ValueError("this adaptor has no CTC head (model config ctc_head: false): nothing to transcribe")
         table = self.llm.get_input_embeddings().weight
-        out = []
         for s in range(0, len(states), 32):
             chunk = states[s:s + 32]
             frames = torch.tensor([x.shape[0] for x in chunk])
@@ -264,8 +265,8 @@ class SpeechLLM(nn.Module):
             emb = self.adaptor(padded.to(self.adaptor.linear1.weight.dtype), frames)  # B, T, C -> B, T/k, H
             logits = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank, log_scale=self.adaptor.ctc_log_scale)
             logp = logits.float().log_softmax(-1)  # B, T/k, 1 + V
-            out += [logp[i, :n] for i, n in enumerate((frames // self.config.k).tolist())]
-        return out
+            for i, n in enumerate((frames // self.config.k).tolist()):
+                yield logp[i, :n]
 
     def ctc_tokens(self, logp: torch.Tensor) -> list[int]:
         """One clip's token ids read from its CTC log-probabilities ``(T, 1 + V)``: the greedy path
@@ -289,7 +290,7 @@ class SpeechLLM(nn.Module):
             states = _load_states(clip).float()
         else:  # raw samples
             states = self.encode_audio([clip])[0]
-        logp = self.ctc_log_probs([states])[0]  # T', 1 + V
+        logp = next(self.ctc_log_probs([states]))  # T', 1 + V
         table = self.llm.get_input_embeddings().weight
         if self.config.speech_input == "ctc_top1":
             return table[torch.tensor(self.ctc_tokens(logp), dtype=torch.long)].detach()  # n, H

@@ -112,7 +112,7 @@ def test_speech_llm_reads_the_ctc_path_with_beam_search(tiny_tokenizer):
     m = make_tiny_speech_llm(tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="clip",
                              speech_input="ctc_top1", ctc_decoding={"beam": 4, "lm_weight": 0.5})
     states = m.encode_audio([tone(1.0)])
-    logp = m.ctc_log_probs(states)[0]
+    logp = next(m.ctc_log_probs(states))
     prior = LLMPrior(m.llm, user_turn_context(tiny_tokenizer))
     tokens = ctc_beam_search(logp, prior, m.beam_settings)
     assert m.ctc_tokens(logp) == tokens
@@ -123,3 +123,17 @@ def test_speech_llm_reads_the_ctc_path_with_beam_search(tiny_tokenizer):
         make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_soft", ctc_decoding={"beam": 4})
     with pytest.raises(ValueError, match="unknown keys"):
         make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_top1", ctc_decoding={"beams": 4})
+
+
+def test_ctc_log_probs_are_streamed(tiny_tokenizer):
+    """A dev set's log-probabilities over 49k classes held at once took 10 GB (an align run was
+    killed for memory at its first dev evaluation): they are yielded 32 clips at a time."""
+    import inspect
+
+    m = make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, frame_policy="clip")
+    states = m.encode_audio([tone(0.5), tone(1.0, seed=1)])
+    gen = m.ctc_log_probs(states)
+    assert inspect.isgenerator(gen)
+    got = list(gen)
+    assert [g.shape[0] for g in got] == [s.shape[0] // m.config.k for s in states]
+    torch.testing.assert_close(got[0].exp().sum(-1), torch.ones(got[0].shape[0]))
