@@ -130,6 +130,7 @@ class SpeechLLM(nn.Module):
                 raise ValueError(f"speech_input {config.speech_input!r} needs an adaptor with a CTC head (ctc_head: true)")
             self.processor.speech_compressor = self.ctc_compress
         self.beam_settings = beam_settings(config.ctc_decoding)
+        self._lm_context = None
         if self.beam_settings is not None and config.speech_input == "ctc_soft":
             raise ValueError("ctc_decoding (beam search) picks tokens, not frames: use it with speech_input "
                              "ctc_top1, or drop it for ctc_soft")
@@ -274,8 +275,9 @@ class SpeechLLM(nn.Module):
         if self.beam_settings is None:
             seq = torch.unique_consecutive(logp.argmax(-1)).tolist()
             return [c - 1 for c in seq if c != 0]
-        prior = LLMPrior(self.llm, user_turn_context(self.tokenizer))
-        return ctc_beam_search(logp, prior, self.beam_settings)
+        if self._lm_context is None:  # the chat template's user-turn opening, the same for every clip
+            self._lm_context = user_turn_context(self.tokenizer)
+        return ctc_beam_search(logp, LLMPrior(self.llm, self._lm_context), self.beam_settings)
 
     @torch.no_grad()
     def ctc_compress(self, clip) -> torch.Tensor:
