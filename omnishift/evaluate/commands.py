@@ -54,9 +54,9 @@ def cmd_eval(args) -> int:
                          "`omnishift eval base --mode t2t` for T2T")
     from omnishift.paths import ensure_writable_dir
 
+    ensure_writable_dir(args.out)  # before loading the benchmark, which may synthesize its audio
     selection, settings = _selection(args), _settings(args)
     examples = selection.load(args.benchmark, modes)
-    ensure_writable_dir(args.out)
     model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, speech_input=args.speech_input,
                             ctc_decoding=decoding_from_args(args))
     meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, **selection.meta(),

@@ -171,4 +171,5 @@ def write_table(runs: list[str], out: str | Path, title: str = "Model") -> tuple
     t = accuracy_table(Path(out).stem, "Accuracy on spoken QA, text (T2T) and speech (S2T) questions", cells, rows,
                        [], title=title, bold_best=False, cols=cols)
     out = Path(out)
-    return atomic_write_text(out, to_markdown(t)), atomic_write_text(out.with_suffix(".csv"), accuracy_csv(cells, rows, cols))
+    csv_text = accuracy_csv(cells, rows, cols)
+    return atomic_write_text(out, to_markdown(t)), atomic_write_text(out.with_suffix(".csv"), csv_text)
