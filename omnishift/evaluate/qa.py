@@ -254,6 +254,7 @@ def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettin
         from omnishift.models.feature_cache import EncoderFeatureCache
 
         todo = EncoderFeatureCache(feature_cache, model).attach(todo)  # audio -> encoder_states (a cache file)
+        model.use_token_cache(Path(feature_cache) / "ctc_tokens")  # beam-decoded CTC input, if any
     t0 = time.perf_counter()
     with open(done_file, "a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(items) - len(todo),
                                                            desc=f"eval {label}".strip(), disable=not settings.progress) as bar:

@@ -16,6 +16,7 @@ A saved speech LLM is one folder::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ class SpeechLLMConfig:
         ctc_decoding: how the CTC path is read (``ctc_top1`` and :meth:`SpeechLLM.ctc_transcripts`):
             None is greedy; a dict of :class:`~omnishift.models.ctc_decode.BeamSettings` fields
             (e.g. ``{"beam": 8, "lm_weight": 0.5, "length_bonus": 1.0}``) is prefix beam search
-            with this model's own LLM as the language model (shallow fusion).
+            with the base LLM ``llm``, frozen, as the language model (shallow fusion;
+            :meth:`SpeechLLM.prior_llm`).
     """
 
     llm: str = DEFAULT_LLM
@@ -101,10 +103,13 @@ class SpeechLLM(nn.Module):
     """Frozen Whisper encoder + trainable adaptor + causal LM.
 
     Build with :meth:`from_config` (fresh adaptor) or :meth:`from_pretrained` (a saved folder);
-    the constructor takes ready parts so tests can pass tiny random models.
+    the constructor takes ready parts so tests can pass tiny random models. ``llm_is_base``: ``llm``
+    is the untouched base model ``config.llm`` (False for a fine-tuned folder), so beam decoding
+    can snapshot it as its language model.
     """
 
-    def __init__(self, config: SpeechLLMConfig, llm, tokenizer, encoder, feature_extractor, adaptor=None):
+    def __init__(self, config: SpeechLLMConfig, llm, tokenizer, encoder, feature_extractor, adaptor=None,
+                 llm_is_base: bool = True):
         super().__init__()
         self.config = config
         self.llm = llm
@@ -131,6 +136,17 @@ class SpeechLLM(nn.Module):
             self.processor.speech_compressor = self.ctc_compress
         self.beam_settings = beam_settings(config.ctc_decoding)
         self._lm_context = None
+        self.token_cache = None  # a CTCTokenCache (use_token_cache): beam-decoded tokens per clip
+        # the CTC front end (classifier table, decoder LM) is the *base* LLM's, frozen: snapshots now,
+        # while ``llm`` is still the base model, or (a fine-tuned folder) the base reloaded on first
+        # use; not submodules, so never trained, saved or counted in named_parameters()
+        prior = copy.deepcopy(llm).eval().requires_grad_(False) if (llm_is_base and self.beam_settings) else None
+        table = None
+        if config.ctc_head and llm_is_base:
+            table = (prior or llm).get_input_embeddings().weight.detach()
+            table = table if prior is not None else table.clone()
+        object.__setattr__(self, "_prior_llm", prior)
+        object.__setattr__(self, "_ctc_table", table)
         if self.beam_settings is not None and config.speech_input == "ctc_soft":
             raise ValueError("ctc_decoding (beam search) picks tokens, not frames: use it with speech_input "
                              "ctc_top1, or drop it for ctc_soft")
@@ -256,7 +272,7 @@ class SpeechLLM(nn.Module):
 
         if self.adaptor.ctc_blank is None:
             raise ValueError("this adaptor has no CTC head (model config ctc_head: false): nothing to transcribe")
-        table = self.llm.get_input_embeddings().weight
+        table = self.ctc_table()
         for s in range(0, len(states), 32):
             chunk = states[s:s + 32]
             frames = torch.tensor([x.shape[0] for x in chunk])
@@ -264,7 +280,7 @@ class SpeechLLM(nn.Module):
             for i, x in enumerate(chunk):
                 padded[i, : x.shape[0]] = x.float()
             emb = self.adaptor(padded.to(self.adaptor.linear1.weight.dtype), frames)  # B, T, C -> B, T/k, H
-            logits = ctc_logits(emb, table.to(emb.dtype), self.adaptor.ctc_blank, log_scale=self.adaptor.ctc_log_scale)
+            logits = ctc_logits(emb, table.to(emb.device, emb.dtype), self.adaptor.ctc_blank, log_scale=self.adaptor.ctc_log_scale)
             logp = logits.float().log_softmax(-1)  # B, T/k, 1 + V
             for i, n in enumerate((frames // self.config.k).tolist()):
                 yield logp[i, :n]
@@ -277,7 +293,48 @@ class SpeechLLM(nn.Module):
             return [c - 1 for c in seq if c != 0]
         if self._lm_context is None:  # the chat template's user-turn opening, the same for every clip
             self._lm_context = user_turn_context(self.tokenizer)
-        return ctc_beam_search(logp, LLMPrior(self.llm, self._lm_context), self.beam_settings)
+        return ctc_beam_search(logp, LLMPrior(self.prior_llm(), self._lm_context), self.beam_settings)
+
+    def prior_llm(self):
+        """The beam decoder's language model: the base LLM ``config.llm``, frozen.
+
+        Why the base and not this model's own LLM: the front end (encoder, adaptor, CTC table,
+        decoder) then stays the aligned one while Stage 1 fine-tunes the LLM, so a clip's transcript
+        is the same for every method and is decoded once
+        (:class:`~omnishift.models.token_cache.CTCTokenCache`).
+        """
+        if self._prior_llm is None:
+            llm, _ = load_llm(self.config.llm, dtype=self.llm.dtype)
+            object.__setattr__(self, "_prior_llm", llm.eval().requires_grad_(False))
+        return self._prior_llm
+
+    def ctc_table(self) -> torch.Tensor:
+        """The CTC head's classifier: the base LLM's token embeddings ``(V, H)``, as in alignment.
+
+        Why not this model's own table: Full-FT and Layer-LR train the (tied) embeddings, which
+        would change what the aligned adaptor's CTC path reads; the front end stays the aligned one.
+        """
+        if self._ctc_table is None:
+            object.__setattr__(self, "_ctc_table", self.prior_llm().get_input_embeddings().weight.detach())
+        return self._ctc_table
+
+    def use_token_cache(self, root: str | Path | None) -> None:
+        """Keep beam-decoded CTC tokens per clip under ``root`` (None: no cache). Greedy reading
+        costs ~1 ms a clip and is never cached; beam search with the LLM costs ~2 s."""
+        from omnishift.models.token_cache import CTCTokenCache
+
+        self.token_cache = CTCTokenCache(root, self) if (root and self.beam_settings is not None) else None
+
+    def clip_tokens(self, states_list: list[torch.Tensor]) -> list[list[int]]:
+        """Token ids per clip (:meth:`ctc_tokens`), served from the token cache where it has them."""
+        cache = self.token_cache
+        out = [cache.get(s) if cache is not None else None for s in states_list]
+        todo = [i for i, t in enumerate(out) if t is None]
+        for i, logp in zip(todo, self.ctc_log_probs([states_list[i] for i in todo])):
+            out[i] = self.ctc_tokens(logp)
+            if cache is not None:
+                cache.put(states_list[i], out[i])
+        return out
 
     @torch.no_grad()
     def ctc_compress(self, clip) -> torch.Tensor:
@@ -292,10 +349,10 @@ class SpeechLLM(nn.Module):
             states = _load_states(clip).float()
         else:  # raw samples
             states = self.encode_audio([clip])[0]
-        logp = next(self.ctc_log_probs([states]))  # T', 1 + V
         table = self.llm.get_input_embeddings().weight
         if self.config.speech_input == "ctc_top1":
-            return table[torch.tensor(self.ctc_tokens(logp), dtype=torch.long)].detach()  # n, H
+            return table[torch.tensor(self.clip_tokens([states])[0], dtype=torch.long)].detach()  # n, H
+        logp = next(self.ctc_log_probs([states]))  # T', 1 + V
         best = logp.argmax(-1)  # T'
         prev = torch.cat([best.new_full((1,), -1), best[:-1]])
         keep = (best != 0) & (best != prev)  # non-blank, first frame of each run
@@ -311,7 +368,7 @@ class SpeechLLM(nn.Module):
         Returns:
             The decoded text per clip (:meth:`ctc_tokens`: greedy, or beam search with the LLM).
         """
-        return [self.tokenizer.decode(self.ctc_tokens(lp)).strip() for lp in self.ctc_log_probs(states)]
+        return [self.tokenizer.decode(t).strip() for t in self.clip_tokens(states)]
 
     # ---- persistence ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, state_dict: dict | None = None, llm_is_base: bool = False) -> Path:
@@ -382,7 +439,7 @@ class SpeechLLM(nn.Module):
         else:
             raise ValueError(f"{path / CONFIG_NAME}: llm_format {fmt!r} unknown (expected 'full', 'peft' or 'base')")
         encoder, fe = load_encoder(config.encoder, dtype=dtype)
-        model = cls(config, llm, tok, encoder, fe)
+        model = cls(config, llm, tok, encoder, fe, llm_is_base=fmt == "base")
         model.adaptor.load_state_dict(load_file(path / ADAPTOR_NAME))
         model.adaptor.to(dtype)
         return model.eval()

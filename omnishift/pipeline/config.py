@@ -110,9 +110,14 @@ class AlignSection:
         texts: source spec of the texts to speak (None: the shared question/instruction texts,
             :func:`omnishift.align.dataset.alignment_texts`).
         n: clips of the built set; workers: its processes; seed: its seed.
+        model: instead of ``config``: an aligned speech-LLM folder made outside the run (e.g. a
+            multi-set ``omnishift align`` chain), adopted as is: its adaptor is copied into the run
+            with the experiment's ``model.speech_input`` / ``model.ctc_decoding`` and its weights'
+            hash recorded; its architecture must equal the experiment's ``model``.
     """
 
     config: str | None = None
+    model: str | None = None
     overrides: list = field(default_factory=list)
     set: str | None = None
     texts: str | None = None
@@ -263,7 +268,13 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
                           f"{cfg.importance.modalities}")
     if cfg.align.config is not None and not Path(cfg.resolve(cfg.align.config)).is_file():
         raise ConfigError(f"{origin}: align.config: {cfg.align.config!r} not found")
-    if cfg.align.config is not None and not cfg.model.ctc_head:
+    if cfg.align.config is not None and cfg.align.model is not None:
+        raise ConfigError(f"{origin}: align.config and align.model exclude each other: align here (config) or "
+                          "adopt a folder aligned elsewhere (model)")
+    if cfg.align.model is not None and not (Path(cfg.resolve(cfg.align.model)) / "omnishift_config.json").is_file():
+        raise ConfigError(f"{origin}: align.model: {cfg.align.model!r} is not a speech-LLM folder "
+                          "(no omnishift_config.json); run omnishift align first")
+    if (cfg.align.config is not None or cfg.align.model is not None) and not cfg.model.ctc_head:
         raise ConfigError(f"{origin}: align needs model.ctc_head: true (the CTC objective scores the LLM's vocabulary)")
     if cfg.align.n < 1:
         raise ConfigError(f"{origin}: align.n must be >= 1, got {cfg.align.n}")

@@ -97,7 +97,7 @@ class Context:
 
     def aligned(self) -> Path | None:
         """The aligned speech LLM of the ``align`` stage, or None when alignment is off."""
-        if self.cfg.align.config is None:
+        if self.cfg.align.config is None and self.cfg.align.model is None:
             return None
         f = self.require("align", "training from the aligned adaptor") / "run" / "final"
         if not f.is_dir():
@@ -213,6 +213,8 @@ def stage_align(ctx: Context, out: Path) -> dict:
     from omnishift.align.trainer import align
 
     a = ctx.cfg.align
+    if a.model is not None:
+        return adopt_aligned(ctx, Path(ctx.cfg.resolve(a.model)), out / "run")
     if a.config is None:
         return {"skipped": "align.config is not set (methods start from a fresh adaptor)"}
     fp = ctx.base_model().processor.frame_policy
@@ -236,6 +238,44 @@ def stage_align(ctx: Context, out: Path) -> dict:
 
     align(acfg, model=None, resume=True, on_step=on_step)
     return json.loads((out / "run" / "summary.json").read_text())
+
+
+# the fields that decide the adaptor's shape and what it was trained on; the rest is how it is read
+_ARCHITECTURE = ("llm", "encoder", "k", "adaptor_hidden", "frame_policy", "trim_margin_s", "adaptor_norm", "ctc_head",
+                 "adaptor_layers")
+
+
+def adopt_aligned(ctx: Context, src: Path, run: Path) -> dict:
+    """Copy an aligned folder made outside the run into ``run/final``, read as the experiment says.
+
+    Why a copy and not a link: the run's models then record, and its reruns check, exactly the
+    adaptor Stage 1 started from (its hash is in ``summary.json``), even if ``src`` is retrained.
+    """
+    from omnishift.fingerprint import weights_sha256
+    from omnishift.models.speech_llm import SpeechLLM
+
+    want = dataclasses.asdict(ctx.cfg.model)
+    model = SpeechLLM.from_pretrained(src, speech_input=want["speech_input"], ctc_decoding=want["ctc_decoding"])
+    model.config.ctc_decoding = want["ctc_decoding"]  # None (greedy) too, whatever the folder says
+    have = dataclasses.asdict(model.config)
+    diff = {k: (have[k], want[k]) for k in _ARCHITECTURE if have[k] != want[k]}
+    if diff:
+        raise ValueError(f"align.model {src}: its architecture differs from the experiment's model section "
+                         f"{ {k: f'{a!r} there, {b!r} here' for k, (a, b) in diff.items()} }; make model match the folder")
+    sha = weights_sha256(model.adaptor)
+    summary = run / "summary.json"
+    if summary.is_file():
+        done = json.loads(summary.read_text())
+        if done.get("adaptor_sha256") != sha or done.get("model") != have:
+            raise ValueError(f"{run} holds adaptor {done.get('adaptor_sha256', '?')[:12]} adopted earlier, and {src} "
+                             f"now holds {sha[:12]} (or is read with another model config): this run's Stage 1 and "
+                             "evaluation started from the old one; give the run a new name (name=...) to start "
+                             "from the new adaptor")
+        return done
+    model.save_pretrained(run / "final", llm_is_base=True)
+    info = {"adopted_from": str(src), "adaptor_sha256": sha, "model": have}
+    atomic_write_text(summary, json.dumps(info, indent=2) + "\n")
+    return info
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -453,6 +493,8 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
         if row not in models:
             models.clear()  # one trained model in memory at a time
             models[row] = load_trained(ctx.aligned() if row == "aligned" else ctx.final(row))
+            if ev.feature_cache:  # beam-decoded CTC input: one decoding per clip for every row
+                models[row].use_token_cache(Path(ctx.cfg.resolve(ev.feature_cache)) / "ctc_tokens")
         return models[row]
 
     for i, (row, src, bench, mode) in enumerate(units, 1):
@@ -489,10 +531,11 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
                              label=f"{row} {bench} {mode}", meta=meta)
         if src == "trained" and mode == "s2t" and not (out / row / bench / "ctc" / "summary.json").is_file():
             model = trained_model(row)
-            if model.config.ctc_head:  # what the adaptor hears: its greedy CTC transcript of each question
+            if model.config.ctc_head:  # what the adaptor hears: its CTC transcript of each question
                 from omnishift.align.commands import eval_ctc
 
-                eval_ctc(model, exs, out / row / bench / "ctc")
+                eval_ctc(model, exs, out / row / bench / "ctc",
+                         feature_cache=ctx.cfg.resolve(ev.feature_cache) if ev.feature_cache else None)
         ctx.progress.step("evaluate", i, len(units), f"{row} {bench} {mode}")
     if (waiting or busy) and ctx.progress.stream is not None:
         print(f"evaluate: this shard skipped {len(waiting)} unit(s) whose model is not trained yet {waiting} and "

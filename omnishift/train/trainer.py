@@ -99,6 +99,7 @@ def attach_feature_cache(config: TrainConfig, model, items: list[dict]) -> list[
     cache = EncoderFeatureCache(config.data.feature_cache, model)
     items = cache.attach(items)
     log.info("encoder feature cache %s: %d hits, %d computed", config.data.feature_cache, cache.hits, cache.misses)
+    model.use_token_cache(Path(config.data.feature_cache) / "ctc_tokens")  # beam-decoded CTC input, if any
     return items
 
 
@@ -235,6 +236,13 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     sharded = dist.is_sharded(accelerator)
     model.to(accelerator.device)
     groups = setup_method(model, config.method.name, config.method.options)
+    if model.config.speech_input != "adaptor":  # token rows fill the speech slots: no gradient reaches the adaptor
+        model.adaptor.requires_grad_(False)
+        groups = [g for g in groups if g.name != "adaptor"]
+        if not groups:
+            raise ValueError(f"method {config.method.name} trains only the adaptor, which speech_input "
+                             f"{model.config.speech_input!r} does not reach (its CTC path is read as token rows): nothing "
+                             "to train; evaluate the aligned model as is, or train it with speech_input: adaptor")
     if sharded and any(g.fixed for g in groups):
         raise ValueError(f"method {config.method.name} holds entries fixed in place, which FSDP/DeepSpeed shard; "
                          "run it on one process or with DDP (configs/accelerate/ddp_gpu.yaml)")

@@ -268,3 +268,61 @@ def test_align_needs_a_ctc_head(tmp_path, tiny_parts):
     d["align"] = {"config": "builtin:demo_align.yaml"}
     with pytest.raises(ConfigError, match="ctc_head"):
         experiment_from_dict(d, "test")
+
+
+def test_adopted_aligned_folder_with_token_input(tmp_path, tiny_tokenizer):
+    """align.model adopts a folder aligned elsewhere; under ctc_top1 + beam Stage 1 trains the LLM only,
+    the front end stays the aligned one (same transcripts for every row), decodings are cached."""
+    from safetensors.torch import load_file
+
+    from omnishift.fingerprint import weights_sha256
+    from omnishift.models.speech_llm import SpeechLLM
+
+    arch = dict(adaptor_norm=True, ctc_head=True, frame_policy="clip", k=1)
+    parts = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, seed=3, **arch)
+    src = tmp_path / "aligned"
+    SpeechLLM.from_config(parts).save_pretrained(src, llm_is_base=True)
+    model = {**parts.__dict__, "speech_input": "ctc_top1", "ctc_decoding": {"beam": 2, "lm_weight": 0.5}}
+    cache = tmp_path / "fc"
+    d = experiment(tmp_path, parts, stages=["data", "align", "train", "evaluate"], model=model)
+    d["align"] = {"model": str(src)}
+    d["train"] = {"overrides": TRAIN_OVERRIDES + [f"data.feature_cache={cache}"], "methods": {"full": {}}}
+    d["evaluate"].update(benchmarks={"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 2}},
+                         baselines=["no_ft"], listening=0, feature_cache=str(cache))
+    cfg = experiment_from_dict(d, "test")
+    run_experiment(cfg, stream=None)
+    run = cfg.run_dir
+    adopted = json.loads((run / "align" / "run" / "summary.json").read_text())
+    assert adopted["adaptor_sha256"] == weights_sha256(SpeechLLM.from_pretrained(src).adaptor)
+    trained = load_file(run / "train" / "full" / "final" / "adaptor.safetensors")
+    for k, v in load_file(src / "adaptor.safetensors").items():
+        assert trained[k].equal(v), k  # no gradient reaches the adaptor through token rows
+    assert list(cache.glob("ctc_tokens/*/*.json"))
+    heard = {row: (run / "evaluate" / row / "trivia" / "ctc" / "items.jsonl").read_text() for row in ("aligned", "full")}
+    assert heard["aligned"] == heard["full"]
+    # the source folder retrained after adoption: the run refuses to mix the two
+    ad = load_file(src / "adaptor.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v + 1 for k, v in ad.items()}, src / "adaptor.safetensors")
+    run_experiment(experiment_from_dict(d, "test"), stream=None)  # finished: the run keeps its own copy
+    with pytest.raises(ValueError, match="new name"):
+        run_experiment(experiment_from_dict(d, "test"), stream=None, redo=["align"])
+
+
+def test_adopted_aligned_folder_must_match_the_model_section(tmp_path, tiny_tokenizer):
+    from omnishift.models.speech_llm import SpeechLLM
+
+    parts = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, seed=3, adaptor_norm=True, ctc_head=True, k=1)
+    src = tmp_path / "aligned"
+    SpeechLLM.from_config(parts).save_pretrained(src, llm_is_base=True)
+    d = experiment(tmp_path, parts, stages=["data", "align"], model={**parts.__dict__, "k": 2})
+    d["align"] = {"model": str(src)}
+    with pytest.raises(ValueError, match="architecture differs.*'k'"):
+        run_experiment(experiment_from_dict(d, "test"), stream=None)
+    d["align"] = {"model": str(tmp_path / "nowhere")}
+    with pytest.raises(ConfigError, match="not a speech-LLM folder"):
+        experiment_from_dict(d, "test")
+    d["align"] = {"model": str(src), "config": "builtin:demo_align.yaml"}
+    with pytest.raises(ConfigError, match="exclude each other"):
+        experiment_from_dict(d, "test")
