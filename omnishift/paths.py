@@ -7,6 +7,8 @@ interrupted run never leaves a half-written manifest, WAV or checkpoint behind.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -142,3 +144,23 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
         raise PermissionError(f"{what} {path} is not writable: choose a folder you can write, "
                               "or fix its permissions") from None
     return path
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict]:
+    """Records of a JSONL file an interrupted writer may have left with a torn last line: that line
+    is dropped (and the file rewritten without it, with a warning naming it)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON (and not the last line an interrupted write "
+                                 "could leave); fix or delete the file") from None
+            logging.getLogger(__name__).warning("%s: dropping a torn last line (an interrupted write): %r",
+                                                path, line[:80])
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    return out

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from omnishift.align.config import AlignConfig, dump_align_config
 from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_loss
-from omnishift.paths import atomic_write_text, remove_stale_temps
+from omnishift.paths import atomic_write_text, read_jsonl_tolerant, remove_stale_temps
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
 from omnishift.schema import build, check_same_run
@@ -238,8 +238,8 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
         state = load_checkpoint(last, model, optimizer, scheduler)
         log.info("resumed from %s (step %d)", last, state.step)
     if resume and log_file.is_file():  # drop records the killed run wrote after its last checkpoint
-        keep = [ln for ln in log_file.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= state.step]
-        atomic_write_text(log_file, "".join(ln + "\n" for ln in keep))
+        keep = [r for r in read_jsonl_tolerant(log_file) if r["step"] <= state.step]  # a torn last line too
+        atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in keep))
     atomic_write_text(out_dir / "config.yaml", dump_align_config(config))
     info = {"clips": len(items) + dropped, "dropped_ctc_infeasible": dropped, "train": len(train_items),
             "dev": len(dev), "pools": {f"{oc.name}": len(p) for oc, _, p in pools}}

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from omnishift.evaluate.scoring import bootstrap_ci, is_correct
 from omnishift.models.processor import s2t_prompt, t2t_prompt
-from omnishift.paths import atomic_write_text
+from omnishift.paths import atomic_write_text, read_jsonl_tolerant
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +131,6 @@ def item_key(item: dict) -> str:
     if audio is not None and not isinstance(audio, (str, Path)):
         audio = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
     return fingerprint({"prompt": item["prompt"], "audio": audio, "references": item["references"]})
-
-
-def read_jsonl_tolerant(path: Path) -> list[dict]:
-    """Records of a JSONL file an interrupted writer may have left with a torn last line: that line
-    is dropped (and the file rewritten without it, with a warning naming it)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not JSON (and not the last line an interrupted write "
-                                 "could leave); fix or delete the file") from None
-            log.warning("%s: dropping a torn last line (an interrupted write): %r", path, line[:80])
-            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
-    return out
 
 
 @dataclass(frozen=True)

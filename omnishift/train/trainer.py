@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnishift.models.processor import IGNORE_INDEX
-from omnishift.paths import atomic_write_text, remove_stale_temps
+from omnishift.paths import atomic_write_text, read_jsonl_tolerant, remove_stale_temps
 from omnishift.train import distributed as dist
 from omnishift.train.checkpoint import (
     LoopState,
@@ -184,9 +184,9 @@ def build_optimizer(groups: list[ParamGroup], config: TrainConfig) -> torch.opti
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log records past ``step`` (written by the killed run after its last checkpoint)."""
-    if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+    if path.is_file():  # a torn last line (killed mid-write) is dropped with a warning naming the file
+        keep = [r for r in read_jsonl_tolerant(path) if r["step"] <= step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def train(config: TrainConfig, model=None, items: list[dict] | None = None, resume: bool = False,
