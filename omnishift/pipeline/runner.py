@@ -24,7 +24,7 @@ from omnishift import runs
 from omnishift.paths import atomic_write_text
 from omnishift.runs import DONE
 from omnishift.pipeline.config import ExperimentConfig, dump_experiment
-from omnishift.pipeline.stages import STAGES, Context
+from omnishift.pipeline.stages import STAGES, Context, stage_keys
 
 
 
@@ -101,8 +101,34 @@ def read_marker(run_dir: Path, stage: str) -> dict | None:
     return runs.read_marker(stage_dir(run_dir, stage).parent, stage)
 
 
-def fingerprint(cfg: ExperimentConfig) -> str:
-    """Hash of what the experiment computes (the ``stages`` list and report title excluded)."""
+def fingerprint(cfg: ExperimentConfig, stage: str | None = None) -> str:
+    """Hash of what the experiment computes (the ``stages`` list and report title excluded), or,
+    with ``stage``, of the config keys that stage's outputs depend on (:func:`stage_keys`)."""
+    import hashlib
+
+    import yaml
+
+    d = yaml.safe_load(dump_experiment(cfg))
+    d.pop("stages", None)
+    keys = stage_keys(stage) if stage is not None else None
+    if keys is None:
+        if stage != "report":
+            d.pop("report", None)
+        d.pop("name", None), d.pop("out_root", None)  # where the run is, not what it computes
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def get(key: str):
+        node = d
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    return hashlib.sha256(json.dumps({k: get(k) for k in sorted(keys)}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _legacy_fingerprint(cfg: ExperimentConfig) -> str:
+    """The whole-experiment hash ``DONE`` markers carried before per-stage fingerprints: still a
+    match when the config is unchanged since."""
     import hashlib
 
     import yaml
@@ -162,12 +188,15 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
     if shard is not None and stage not in SHARDABLE:
         raise ValueError(f"--shard needs --stage with one of {list(SHARDABLE)} (stages made of independent units)")
     run_dir = cfg.run_dir
-    fp = fingerprint(cfg)
-    stale = [s for s in stages if s not in redo and (read_marker(run_dir, s) or {}).get("config") not in (None, fp)]
+    fps = {s: fingerprint(cfg, s) for s in stages}
+    legacy = _legacy_fingerprint(cfg)
+    stale = [s for s in stages if s not in redo
+             and (read_marker(run_dir, s) or {}).get("config") not in (None, fps[s], legacy)]
     if stale and not accept_stale:
-        raise ValueError(f"{run_dir}: stages {stale} were finished with another experiment config (config "
-                         f"fingerprint {fp} now); rerun them with --redo {' '.join(stale)}, keep their outputs "
-                         "with --accept-stale, or give the run a new name=")
+        was = {s: read_marker(run_dir, s).get("config") for s in stale}
+        raise ValueError(f"{run_dir}: stages {stale} were finished with another experiment config (fingerprints "
+                         f"{was} then, {({s: fps[s] for s in stale})} now); rerun them with --redo {' '.join(stale)}, "
+                         "keep their outputs with --accept-stale, or give the run a new name=")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "experiment.yaml", dump_experiment(cfg))
     atomic_write_text(run_dir / "stages.json", json.dumps({s: STAGES[s].produces for s in stages}, indent=2) + "\n")
@@ -196,7 +225,7 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
             return run_dir
         atomic_write_text(out / DONE, json.dumps({
             "stage": st, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-            "seconds": round(seconds, 2), "config": fp, "produces": STAGES[st].produces, **info}, indent=2, default=str) + "\n")
+            "seconds": round(seconds, 2), "config": fps[st], "produces": STAGES[st].produces, **info}, indent=2, default=str) + "\n")
         progress.stage_done(st, seconds)
     html = run_dir / "report.html"
     if html.is_file():

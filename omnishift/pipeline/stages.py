@@ -601,25 +601,54 @@ def stage_report(ctx: Context, out: Path) -> dict:
 class Stage(NamedTuple):
     """A pipeline stage. ``run(ctx, out) -> info`` does it (``info`` goes into its ``DONE`` marker);
     ``shardable``: its units are independent, so ``--stage S --shard i/n`` may split them across
-    processes; ``produces``: what it makes, as the report's overview lists it."""
+    processes; ``produces``: what it makes, as the report's overview lists it.
+
+    ``reads``: the experiment-config keys (dotted: ``evaluate.benchmarks``) its outputs depend on,
+    None for all of them; ``after``: the stages whose outputs it uses. A finished stage is stale
+    when any key it or (transitively) its inputs read has changed (:func:`stage_keys`), so changing
+    ``evaluate.batch_size`` re-runs evaluation, never training.
+    """
 
     run: Callable[[Context, Path], dict | None]
     shardable: bool
     produces: str
+    reads: tuple[str, ...] | None = None
+    after: tuple[str, ...] = ()
 
 
 #: The stages in run order: the one place a stage's facts live (adding one: a function + a line).
 STAGES: dict[str, Stage] = {
-    "data": Stage(stage_data, False, "training instructions, held-out set and benchmarks with synthesized speech"),
+    "data": Stage(stage_data, False, "training instructions, held-out set and benchmarks with synthesized speech",
+                  ("data", "evaluate.benchmarks", "evaluate.modes")),
     "importance": Stage(stage_importance, False,
-                        "Taylor importance of the base model (text and speech input), eq. 3, Fig. 1"),
-    "deactivation": Stage(stage_deactivation, False, "Table 1"),
-    "align": Stage(stage_align, False, "adaptor alignment (CTC / KD, LLM frozen) before Stage 1"),
-    "train": Stage(stage_train, True, "Stage-1 training of every method"),
-    "importance_after": Stage(stage_importance_after, True, "textual importance of every trained model"),
-    "shift": Stage(stage_shift, False, "Fig. 2-3 and shift metrics"),
-    "change": Stage(stage_change, False, "Fig. 4"),
-    "evaluate": Stage(stage_evaluate, True, "Table 2 (T2T / S2T with No-FT and cascade baselines)"),
-    "ablation": Stage(stage_ablation, False, "Table 3 (LoRA rank)"),
+                        "Taylor importance of the base model (text and speech input), eq. 3, Fig. 1",
+                        ("model", "importance"), ("data",)),
+    "deactivation": Stage(stage_deactivation, False, "Table 1", ("model", "deactivation"), ("data", "importance")),
+    "align": Stage(stage_align, False, "adaptor alignment (CTC / KD, LLM frozen) before Stage 1", ("model", "align")),
+    "train": Stage(stage_train, True, "Stage-1 training of every method", ("model", "train"),
+                   ("data", "importance", "align")),
+    "importance_after": Stage(stage_importance_after, True, "textual importance of every trained model",
+                              ("importance",), ("train",)),
+    "shift": Stage(stage_shift, False, "Fig. 2-3 and shift metrics", ("importance",), ("importance", "importance_after")),
+    "change": Stage(stage_change, False, "Fig. 4", ("importance",), ("importance", "train")),
+    "evaluate": Stage(stage_evaluate, True, "Table 2 (T2T / S2T with No-FT and cascade baselines)", ("evaluate",),
+                      ("data", "align", "train")),
+    "ablation": Stage(stage_ablation, False, "Table 3 (LoRA rank)", ("ablation", "evaluate"),
+                      ("data", "importance", "align", "train")),
     "report": Stage(stage_report, False, "this report"),
 }
+
+
+def stage_keys(name: str) -> set[str] | None:
+    """The config keys stage ``name``'s outputs depend on: its own ``reads`` and those of every
+    stage it uses, transitively (None: the whole config)."""
+    st = STAGES[name]
+    if st.reads is None:
+        return None
+    keys = set(st.reads)
+    for dep in st.after:
+        more = stage_keys(dep)
+        if more is None:
+            return None
+        keys |= more
+    return keys
