@@ -101,21 +101,29 @@ def read_marker(run_dir: Path, stage: str) -> dict | None:
     return runs.read_marker(stage_dir(run_dir, stage).parent, stage)
 
 
-def fingerprint(cfg: ExperimentConfig, stage: str | None = None) -> str:
-    """Hash of what the experiment computes (the ``stages`` list and report title excluded), or,
-    with ``stage``, of the config keys that stage's outputs depend on (:func:`stage_keys`)."""
-    import hashlib
-
+def _config_dict(cfg: ExperimentConfig) -> dict:
     import yaml
 
     d = yaml.safe_load(dump_experiment(cfg))
-    d.pop("stages", None)
+    d.pop("stages", None)  # which stages run, not what they compute
+    return d
+
+
+def _hash(obj) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprint(cfg: ExperimentConfig, stage: str | None = None) -> str:
+    """Hash of what the experiment computes (the report title and the run's place excluded), or,
+    with ``stage``, of the config keys that stage's outputs depend on (:func:`stage_keys`)."""
+    d = _config_dict(cfg)
     keys = stage_keys(stage) if stage is not None else None
     if keys is None:
-        if stage != "report":
-            d.pop("report", None)
-        d.pop("name", None), d.pop("out_root", None)  # where the run is, not what it computes
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        for k in ("name", "out_root") + (() if stage == "report" else ("report",)):
+            d.pop(k, None)
+        return _hash(d)
 
     def get(key: str):
         node = d
@@ -123,20 +131,15 @@ def fingerprint(cfg: ExperimentConfig, stage: str | None = None) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         return node
 
-    return hashlib.sha256(json.dumps({k: get(k) for k in sorted(keys)}, sort_keys=True).encode()).hexdigest()[:16]
+    return _hash({k: get(k) for k in sorted(keys)})
 
 
 def _legacy_fingerprint(cfg: ExperimentConfig) -> str:
     """The whole-experiment hash ``DONE`` markers carried before per-stage fingerprints: still a
     match when the config is unchanged since."""
-    import hashlib
-
-    import yaml
-
-    d = yaml.safe_load(dump_experiment(cfg))
-    d.pop("stages", None)
+    d = _config_dict(cfg)
     d.pop("report", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return _hash(d)
 
 
 # stages made of independent units: a method (train, importance_after), a model x benchmark x mode (evaluate)
