@@ -131,9 +131,15 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
     al = _json(run / "align" / "run" / "summary.json")
     if al:
         s = Section("align", "Adaptor alignment before Stage 1 (LLM frozen)")
-        s.paragraphs.append(f"{al['steps']} steps on {al['data']['train']} synthetic clips "
-                            f"({al['data']['dropped_ctc_infeasible']} too short for their transcript dropped); "
-                            + (f"held-out greedy-CTC WER {100 * al['dev_wer']:.1f}%." if "dev_wer" in al else ""))
+        if "adopted_from" in al:  # align.model: a folder aligned outside the run
+            m = al["model"]
+            s.paragraphs.append(f"Adaptor adopted from {al['adopted_from']} (sha256 {al['adaptor_sha256'][:12]}); "
+                                f"speech input {m['speech_input']}, CTC decoding "
+                                f"{m['ctc_decoding'] or 'greedy'}.")
+        else:
+            s.paragraphs.append(f"{al['steps']} steps on {al['data']['train']} synthetic clips "
+                                f"({al['data']['dropped_ctc_infeasible']} too short for their transcript dropped); "
+                                + (f"held-out greedy-CTC WER {100 * al['dev_wer']:.1f}%." if "dev_wer" in al else ""))
         sections.append(s)
 
     # training
@@ -190,8 +196,10 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
         heard = {(r, b): _json(run / "evaluate" / r / b / "ctc" / "summary.json") for r in order for b in benches}
         heard_rows = [r for r in order if any(heard[(r, b)] for b in benches)]
         if heard_rows:
-            s.tables.append(Table("adaptor_ctc_wer", "What the adaptor hears: word error rate of its greedy CTC "
-                                  "transcript of the spoken questions", ["Model", *[bench_title(b) for b in benches]],
+            beam = any((heard[(r, b)] or {}).get("ctc_decoding") for r in heard_rows for b in benches)
+            how = "CTC transcript (beam search with the base LLM as language model)" if beam else "greedy CTC transcript"
+            s.tables.append(Table("adaptor_ctc_wer", f"What the adaptor hears: word error rate of its {how} "
+                                  "of the spoken questions", ["Model", *[bench_title(b) for b in benches]],
                                   [[_display(r), *[f"{100 * heard[(r, b)]['wer']:.1f}%" if heard[(r, b)] else "-"
                                                    for b in benches]] for r in heard_rows]))
         listen = {r: _json(run / "evaluate" / r / "listening.json") for r in order}

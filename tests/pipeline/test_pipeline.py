@@ -300,6 +300,10 @@ def test_adopted_aligned_folder_with_token_input(tmp_path, tiny_tokenizer):
     assert list(cache.glob("ctc_tokens/*/*.json"))
     heard = {row: (run / "evaluate" / row / "trivia" / "ctc" / "items.jsonl").read_text() for row in ("aligned", "full")}
     assert heard["aligned"] == heard["full"]
+    from omnishift.report.build import build_report
+
+    md = build_report(run).with_suffix(".md").read_text()
+    assert f"Adaptor adopted from {src}" in md and "speech input ctc_top1" in md
     # the source folder retrained after adoption: the run refuses to mix the two
     ad = load_file(src / "adaptor.safetensors")
     from safetensors.torch import save_file
