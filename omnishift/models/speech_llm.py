@@ -142,9 +142,9 @@ class SpeechLLM(nn.Module):
         # use; not submodules, so never trained, saved or counted in named_parameters()
         prior = copy.deepcopy(llm).eval().requires_grad_(False) if (llm_is_base and self.beam_settings) else None
         table = None
-        if config.ctc_head and llm_is_base:
-            table = (prior or llm).get_input_embeddings().weight.detach()
-            table = table if prior is not None else table.clone()
+        if config.ctc_head and llm_is_base:  # the prior's rows, or a copy of llm's (which Stage 1 may train)
+            table = (prior.get_input_embeddings().weight.detach() if prior is not None
+                     else llm.get_input_embeddings().weight.detach().clone())
         object.__setattr__(self, "_prior_llm", prior)
         object.__setattr__(self, "_ctc_table", table)
         if self.beam_settings is not None and config.speech_input == "ctc_soft":
@@ -323,6 +323,8 @@ class SpeechLLM(nn.Module):
         costs ~1 ms a clip and is never cached; beam search with the LLM costs ~2 s."""
         from omnishift.models.token_cache import CTCTokenCache
 
+        if root and self.token_cache is not None and self.token_cache.root == Path(root):
+            return  # already attached (its identity hashes the base LLM: ~1 s, not redone per evaluation unit)
         self.token_cache = CTCTokenCache(root, self) if (root and self.beam_settings is not None) else None
 
     def clip_tokens(self, states_list: list[torch.Tensor]) -> list[list[int]]:

@@ -56,6 +56,9 @@ def test_token_cache_hits_and_keys(tiny_tokenizer, tmp_path):
     assert (m.token_cache.hits, m.token_cache.misses) == (0, 3)
     assert len(list(tmp_path.rglob("*.json"))) == 3
     assert m.clip_tokens(states) == first and m.token_cache.hits == 3
+    kept = m.token_cache
+    m.use_token_cache(tmp_path)  # every evaluation unit attaches it: the identity is not hashed again
+    assert m.token_cache is kept
     # an entry is used only for the adaptor that made it
     other = _model(tiny_tokenizer)
     _perturb(other.adaptor, seed=2, scale=0.5)
