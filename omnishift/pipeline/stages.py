@@ -214,7 +214,8 @@ def stage_align(ctx: Context, out: Path) -> dict:
 
     a = ctx.cfg.align
     if a.model is not None:
-        return adopt_aligned(ctx, Path(ctx.cfg.resolve(a.model)), out / "run")
+        info = adopt_aligned(ctx, Path(ctx.cfg.resolve(a.model)), out / "run")
+        return {**info, "decoded": decode_run_clips(ctx, out / "run" / "final")}
     if a.config is None:
         return {"skipped": "align.config is not set (methods start from a fresh adaptor)"}
     fp = ctx.base_model().processor.frame_policy
@@ -237,7 +238,21 @@ def stage_align(ctx: Context, out: Path) -> dict:
         ctx.progress.step("align", rec["step"], acfg.loop.max_steps, f"loss {rec['loss']:.3f}")
 
     align(acfg, model=None, resume=True, on_step=on_step)
-    return json.loads((out / "run" / "summary.json").read_text())
+    return {**json.loads((out / "run" / "summary.json").read_text()), "decoded": decode_run_clips(ctx, out / "run" / "final")}
+
+
+def decode_run_clips(ctx: Context, final: Path) -> dict | None:
+    """Beam-decode the run's clips once into ``evaluate.feature_cache/ctc_tokens`` when the model
+    reads its CTC path by beam search (:mod:`omnishift.align.decode`); None when there is nothing to do."""
+    m, fc = ctx.cfg.model, ctx.cfg.evaluate.feature_cache
+    if m.speech_input != "ctc_top1" or not m.ctc_decoding or not fc:
+        return None
+    from omnishift.align.decode import decode_clips
+
+    held = ctx.heldout_manifest()
+    return decode_clips(final, ctx.cfg.resolve(fc), [ctx.train_manifest, *ctx.benchmarks().values()],
+                        raw=[held] if ctx.cfg.evaluate.listening else [], raw_limit=ctx.cfg.evaluate.listening,
+                        workers=ctx.cfg.align.workers, progress=ctx.progress.stream is not None)
 
 
 # the fields that decide the adaptor's shape and what it was trained on; the rest is how it is read

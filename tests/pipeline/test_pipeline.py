@@ -289,9 +289,17 @@ def test_adopted_aligned_folder_with_token_input(tmp_path, tiny_tokenizer):
     d["train"] = {"overrides": TRAIN_OVERRIDES + [f"data.feature_cache={cache}"], "methods": {"full": {}}}
     d["evaluate"].update(benchmarks={"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 2}},
                          baselines=["no_ft"], listening=0, feature_cache=str(cache))
+    d["evaluate"]["listening"] = 2
+    d["align"]["workers"] = 1
     cfg = experiment_from_dict(d, "test")
-    run_experiment(cfg, stream=None)
+    run_experiment(cfg, stream=None, stage="data")
+    run_experiment(cfg, stream=None, stage="align")
     run = cfg.run_dir
+    decoded = read_marker(run, "align")["decoded"]
+    entries = set(cache.glob("ctc_tokens/*/*.json"))
+    assert decoded["decoded"] == len(entries) >= 8 + 2  # training and benchmark clips (+ held-out ones, raw)
+    run_experiment(cfg, stream=None)
+    assert set(cache.glob("ctc_tokens/*/*.json")) == entries  # training, evaluation, listening: all hits
     adopted = json.loads((run / "align" / "run" / "summary.json").read_text())
     assert adopted["adaptor_sha256"] == weights_sha256(SpeechLLM.from_pretrained(src).adaptor)
     trained = load_file(run / "train" / "full" / "final" / "adaptor.safetensors")
