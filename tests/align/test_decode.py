@@ -36,3 +36,12 @@ def test_two_processes_decode_what_one_does(tmp_path, tiny_tokenizer):
     assert entries(tmp_path / "fc1") == entries(tmp_path / "fc2") and len(entries(tmp_path / "fc1")) == one["decoded"]
     again = decode_clips(model_dir, tmp_path / "fc1", manifests, workers=1)
     assert again == {"clips": 5, "cached_before": 5, "decoded": 0}
+
+
+def test_a_worker_that_cannot_load_the_model_fails_the_call(tmp_path, tiny_tokenizer):
+    import pytest
+    from concurrent.futures.process import BrokenProcessPool
+
+    _, manifests = _setup(tmp_path, tiny_tokenizer)
+    with pytest.raises((BrokenProcessPool, FileNotFoundError)):
+        decode_clips(tmp_path / "no_model", tmp_path / "fc", manifests, workers=2)
