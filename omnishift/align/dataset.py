@@ -26,6 +26,7 @@ import logging
 import multiprocessing as mp
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -237,8 +238,11 @@ def _shard_maker(workers: int, encoder: str, policy: dict):
         _init_worker(encoder, policy, None)
         yield map
         return
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(encoder, policy, 1)) as pool:
-        yield pool.imap_unordered
+    # an executor, not mp.Pool: a worker that cannot start (e.g. the encoder does not load) breaks it
+    # with an error instead of being respawned forever
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(encoder, policy, 1)) as pool:
+        yield pool.map
 
 
 def _shard_done(out: Path, shard: int) -> bool:
