@@ -116,13 +116,15 @@ def _hash(obj) -> str:
 
 
 def fingerprint(cfg: ExperimentConfig, stage: str | None = None) -> str:
-    """Hash of what the experiment computes (the report title and the run's place excluded), or,
-    with ``stage``, of the config keys that stage's outputs depend on (:func:`stage_keys`)."""
+    """Hash of what the experiment computes (the report title excluded), or, with ``stage``, of
+    the config keys that stage's outputs depend on (:func:`stage_keys`). The whole-experiment hash
+    is also what ``DONE`` markers carried before per-stage fingerprints: still a match when the
+    config is unchanged since."""
     d = _config_dict(cfg)
     keys = stage_keys(stage) if stage is not None else None
     if keys is None:
-        for k in ("name", "out_root") + (() if stage == "report" else ("report",)):
-            d.pop(k, None)
+        if stage != "report":
+            d.pop("report", None)
         return _hash(d)
 
     def get(key: str):
@@ -132,14 +134,6 @@ def fingerprint(cfg: ExperimentConfig, stage: str | None = None) -> str:
         return node
 
     return _hash({k: get(k) for k in sorted(keys)})
-
-
-def _legacy_fingerprint(cfg: ExperimentConfig) -> str:
-    """The whole-experiment hash ``DONE`` markers carried before per-stage fingerprints: still a
-    match when the config is unchanged since."""
-    d = _config_dict(cfg)
-    d.pop("report", None)
-    return _hash(d)
 
 
 # stages made of independent units: a method (train, importance_after), a model x benchmark x mode (evaluate)
@@ -192,7 +186,7 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
         raise ValueError(f"--shard needs --stage with one of {list(SHARDABLE)} (stages made of independent units)")
     run_dir = cfg.run_dir
     fps = {s: fingerprint(cfg, s) for s in stages}
-    legacy = _legacy_fingerprint(cfg)
+    legacy = fingerprint(cfg)  # markers written before per-stage fingerprints
     stale = [s for s in stages if s not in redo
              and (read_marker(run_dir, s) or {}).get("config") not in (None, fps[s], legacy)]
     if stale and not accept_stale:
