@@ -34,6 +34,7 @@ class AugmentConfig:
         engines: ``(name, weight)`` synthesizers of :data:`omnishift.align.voices.ENGINES` a clip is
             spoken by (drawn with these weights); ``rate``/``pitch``/``variant_p`` are eSpeak's.
         pico_rate, pico_pitch: SVOX Pico speed and pitch in percent of normal.
+        piper_rate: Piper speed in percent of normal.
         lead_silence, trail_silence: seconds of silence added before / after the speech (before
             the channel effects, so noise and reverb fill them). Why: LLaMA Questions recordings
             start 0.15-0.32 s (median 0.2 s) before the first word and end 0.4-0.5 s after it, while
@@ -55,6 +56,7 @@ class AugmentConfig:
     engines: tuple = (("espeak", 1.0),)
     pico_rate: tuple[int, int] = (75, 135)
     pico_pitch: tuple[int, int] = (70, 140)
+    piper_rate: tuple[int, int] = (80, 125)
     lead_silence: tuple[float, float] = (0.0, 0.0)
     trail_silence: tuple[float, float] = (0.0, 0.0)
 
@@ -71,6 +73,8 @@ class AugmentConfig:
         if self.engines == (("espeak", 1.0),):
             for k in ("engines", "pico_rate", "pico_pitch"):
                 d.pop(k)
+        if "piper" not in dict(self.engines):  # sets built before Piper keep their fingerprint
+            d.pop("piper_rate")
         for k in ("lead_silence", "trail_silence"):
             if tuple(d[k]) == (0.0, 0.0):
                 d.pop(k)

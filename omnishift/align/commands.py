@@ -19,7 +19,7 @@ def cmd_align_data(args) -> int:
     from omnishift.align.dataset import alignment_texts, build_alignment_set
 
     policy = {"policy": args.policy, "k": args.k, "margin_s": args.margin}
-    texts = alignment_texts(responses=args.texts == "questions+responses")
+    texts = alignment_texts(parts=parse_text_parts(args.texts))
     summary = build_alignment_set(args.out, args.n, encoder=args.encoder, policy=policy, seed=args.seed, texts=texts,
                                   workers=args.workers, shard_size=args.shard_size,
                                   augment_cfg=AugmentConfig(engines=parse_engines(args.engines),
@@ -28,6 +28,18 @@ def cmd_align_data(args) -> int:
     print(json.dumps({k: summary[k] for k in ("clips", "skipped", "hours", "distinct_voices", "clips_per_s_this_call",
                                               "fingerprint")}))
     return 0
+
+
+def parse_text_parts(spec: str) -> tuple[str, ...]:
+    """``"questions+responses"`` -> ``("questions", "responses")``, unknown parts named."""
+    from omnishift.align.dataset import TEXT_PARTS
+
+    parts = tuple(p.strip() for p in spec.split("+") if p.strip())
+    bad = [p for p in parts if p not in TEXT_PARTS]
+    if bad or not parts:
+        raise SystemExit(f"--texts {spec!r}: unknown part(s) {bad}; join any of {'/'.join(TEXT_PARTS)} with '+', "
+                         "e.g. questions+responses")
+    return parts
 
 
 def parse_engines(spec: str) -> tuple:
@@ -119,9 +131,10 @@ def register(sub) -> None:
     s.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
     s.add_argument("--shard-size", type=int, default=500)
     s.add_argument("--encoder", help="encoder name/folder (default: the default encoder)")
-    s.add_argument("--texts", choices=["questions", "questions+responses"], default="questions",
-                   help="what is spoken: questions/instructions, or also the instruction sets' response sentences "
-                        "(covers far more of the LLM's vocabulary)")
+    s.add_argument("--texts", default="questions",
+                   help="what is spoken, parts joined with '+': questions (questions/instructions), responses (the "
+                        "instruction sets' response sentences: far more of the LLM's vocabulary), rare (lists of the "
+                        "words those two seldom say); e.g. questions+responses")
     s.add_argument("--engines", default="espeak",
                    help="synthesizers and their weights, e.g. espeak=3,pico=1 (pico needs omnishift[pico])")
     s.add_argument("--lead-silence", type=float, default=0.0, metavar="S",

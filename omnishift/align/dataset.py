@@ -26,6 +26,7 @@ import logging
 import multiprocessing as mp
 import re
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -65,10 +66,16 @@ def _sentences(text: str) -> list[str]:
     return [x.strip() for x in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if x.strip()]
 
 
+TEXT_PARTS = ("questions", "responses", "rare")
+
+
 def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_words: int = 30,
-                    responses: bool = False) -> list[tuple[str, str]]:
+                    responses: bool = False, parts: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """``(id, text)`` pairs to speak: Web Questions train questions + self-contained instructions
     (+ the instruction sets' response sentences with ``responses``).
+
+    ``parts`` (any of :data:`TEXT_PARTS`) overrides ``responses``: ``questions`` and ``responses`` as
+    above, ``rare`` the phrases of :func:`rare_word_texts` (words the other two seldom say).
 
     Why responses: CTC over the LLM's vocabulary can only emit tokens it was aligned on, and the
     questions alone leave 4.0 % of LLaMA Questions' SmolLM2 tokens unseen and 12.2 % seen under 5
@@ -80,26 +87,82 @@ def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_
     """
     from omnishift.data.sources import load_instructions, load_llama_questions, load_web_questions
 
+    parts = tuple(parts) if parts is not None else ("questions", "responses") if responses else ("questions",)
+    unknown = sorted(set(parts) - set(TEXT_PARTS))
+    if unknown or not parts:
+        raise ValueError(f"alignment text parts {unknown or parts}: use a non-empty choice of {TEXT_PARTS}")
     data_dir = Path(data_dir or shared_data_dir())
     banned = {_norm(e.text) for e in load_llama_questions(data_dir)}
     banned |= {_norm(e.text) for e in load_web_questions("test", data_dir)}
     pairs = [(e.id, e.text[:1].upper() + e.text[1:]) for e in load_web_questions("train", data_dir)]
     for name in INSTRUCTION_FILES:
         pairs += [(e.id, e.text) for e in load_instructions(name, data_dir)]
-    if responses:
-        for name in INSTRUCTION_FILES:
-            for e in load_instructions(name, data_dir, self_contained_only=False):
-                pairs += [(f"{e.id}/r{j}", x) for j, x in enumerate(_sentences(e.response or ""))]
+    for name in INSTRUCTION_FILES:
+        for e in load_instructions(name, data_dir, self_contained_only=False):
+            pairs += [(f"{e.id}/r{j}", x) for j, x in enumerate(_sentences(e.response or ""))]
+    pairs = _dedup(pairs, banned, min_words, max_words)
+    if "rare" in parts:
+        rare = rare_word_texts([t for _, t in pairs], data_dir)
+    pairs = [p for p in pairs if ("responses" if "/r" in p[0] else "questions") in parts]
+    # word lists carry no function word, so the English check (meant for whole rows) is skipped
+    return pairs + (_dedup(rare, banned, min_words, max_words, english=False) if "rare" in parts else [])
+
+
+def _dedup(pairs: list[tuple[str, str]], banned: set, min_words: int, max_words: int,
+           english: bool = True) -> list[tuple[str, str]]:
+    """Pairs with whitespace normalised, minus benchmark questions, repeats, odd lengths, non-English."""
     out, seen = [], set()
     for id_, text in pairs:
         text = " ".join(text.split())
         key = _norm(text)
         if (key in banned or key in seen or not min_words <= len(text.split()) <= max_words
-                or not _is_english(text)):
+                or (english and not _is_english(text))):
             continue
         seen.add(key)
         out.append((id_, text))
     return out
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]")
+
+
+def rare_word_texts(common: list[str], data_dir: str | Path | None = None, words_per_text: int = 5,
+                    max_count: int = 5, min_sources: int = 2, seed: int = 0) -> list[tuple[str, str]]:
+    """Phrases of words that the alignment texts say fewer than ``max_count`` times.
+
+    Why: a CTC head over the LLM's vocabulary emits only tokens it was aligned on, and an entity
+    heard twice in 80k sentences is not learned: the ``ctc_sil`` adaptor drops or replaces the
+    rare content word a question hinges on ("chemical symbol for sodium" -> "chemical symbol for").
+    The words come from the allowed sources themselves (every instruction, input passage and
+    response of the instruction sets, and the Web Questions *train* answers, which are Freebase
+    entity names), never from a benchmark; each word is spoken once per call, in a random group
+    of ``words_per_text`` (a list, not a sentence: the point is the words' sounds).
+
+    Args:
+        common: the texts already spoken (their word counts decide what is rare).
+        max_count: a word is rare when ``common`` says it fewer times than this (case-sensitive,
+            as the tokens are: " Paris" and " paris" are different classes).
+        min_sources: ... and the sources write it at least this often (drops typos).
+        seed: the grouping order.
+
+    Returns:
+        ``(id, text)`` pairs ``rare/NNNNN``.
+    """
+    from omnishift.data.sources import load_instructions
+
+    data_dir = Path(data_dir or shared_data_dir())
+    said = Counter(w for t in common for w in _WORD.findall(t))
+    written: Counter = Counter()
+    for name in INSTRUCTION_FILES:
+        for e in load_instructions(name, data_dir, self_contained_only=False):
+            written.update(_WORD.findall(f"{e.text} {e.response or ''}"))
+    with open(data_dir / "web_questions" / "train.jsonl", encoding="utf-8") as f:
+        for line in f:
+            written.update(w for a in json.loads(line).get("answers", []) for w in _WORD.findall(a))
+    words = sorted(w for w, c in written.items() if c >= min_sources and said[w] < max_count and w.isascii())
+    words = [words[i] for i in np.random.default_rng(seed).permutation(len(words))]
+    return [(f"rare/{i // words_per_text:05d}", " ".join(words[i: i + words_per_text]) + ".")
+            for i in range(0, len(words), words_per_text)]
 
 
 # ---- worker process ------------------------------------------------------------------------------

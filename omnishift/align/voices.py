@@ -5,6 +5,7 @@
   formant synthesis (robotic, very varied).
 * ``pico``: SVOX Pico (optional ``omnishift[pico]``): two natural-sounding English voices
   (:mod:`omnishift.data.pico`).
+* ``piper``: Piper (optional ``omnishift[piper]``): a neural VITS voice (:mod:`omnishift.data.piper_tts`).
 
 An alignment set mixes engines with the weights in :attr:`AugmentConfig.engines`. A clip's voice
 name carries its engine (``pico:en-US``; eSpeak voices stay bare, as in sets built before this
@@ -78,9 +79,31 @@ def _pico_speak(text: str, plan: dict) -> np.ndarray:
     return synthesize_pico(text, plan["voice"].split(":", 1)[1], plan["rate"], plan["pitch"])
 
 
+# ---- Piper (neural) ---------------------------------------------------------------------------
+def _piper_voices() -> list[str]:
+    from omnishift.data.piper_tts import PIPER_VOICES, piper_available, synthesize_piper
+
+    if not piper_available():
+        synthesize_piper("x")  # raises the ImportError that says how to install it
+    return [f"piper:{v}" for v in PIPER_VOICES]
+
+
+def _piper_plan(rng: np.random.Generator, voices: list[str], aug: AugmentConfig) -> dict:
+    # pitch: Piper has no pitch control (100 %); the set's speed perturbation shifts it
+    return {"voice": voices[rng.integers(len(voices))],
+            "rate": int(rng.integers(aug.piper_rate[0], aug.piper_rate[1] + 1)), "pitch": 100}
+
+
+def _piper_speak(text: str, plan: dict) -> np.ndarray:
+    from omnishift.data.piper_tts import synthesize_piper
+
+    return synthesize_piper(text, plan["voice"].split(":", 1)[1], plan["rate"])
+
+
 ENGINES: dict[str, Engine] = {
     "espeak": Engine(_espeak_voices, _espeak_plan, _espeak_speak),
     "pico": Engine(_pico_voices, _pico_plan, _pico_speak),
+    "piper": Engine(_piper_voices, _piper_plan, _piper_speak),
 }
 
 

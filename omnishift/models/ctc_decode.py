@@ -10,7 +10,9 @@ prefix y is ``log P_ctc(y | x) + lm_weight * log P_llm(y) + length_bonus * |y|``
 
 The LLM is asked for next-token log-probabilities once per distinct prefix (memoised per clip,
 batched per frame), after a fixed context (:func:`user_turn_context`: the chat template's
-user-turn opening), so the prior is "what a user types as a question". Defaults are the settings
+user-turn opening), so the prior is "what a user types as a question"; ``eos_weight`` also asks it,
+once per surviving hypothesis, whether the user's turn may end there (:func:`user_turn_end`).
+Defaults are the settings
 chosen on held-out synthetic questions (``docs/results/align_cpu/``: beam 4, LM weight 0.5,
 length bonus 3; 27.8 % dev WER against 37.4 % without the LM).
 """
@@ -37,6 +39,10 @@ class BeamSettings:
         token_min_logp: ... and only those with CTC log-probability above this.
         lm_weight: weight of the LLM's log-probability (0: plain CTC prefix beam search).
         length_bonus: added per emitted token (counters the LM's preference for short outputs).
+        eos_weight: weight of the LLM's log-probability that the user's turn *ends* after the
+            hypothesis, added once when the clip's frames are used up. Shallow fusion without it
+            never asks whether a question may stop where a hypothesis stops, so one that drops
+            its final word ("... the chemical symbol for") costs the LM nothing (0: off).
     """
 
     beam: int = 4
@@ -44,12 +50,13 @@ class BeamSettings:
     token_min_logp: float = -8.0
     lm_weight: float = 0.5
     length_bonus: float = 3.0
+    eos_weight: float = 0.0
 
     def __post_init__(self):
         if self.beam < 1 or self.token_top_k < 1:
             raise ValueError(f"beam and token_top_k must be >= 1, got {self.beam}, {self.token_top_k}")
-        if self.lm_weight < 0:
-            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+        if self.lm_weight < 0 or self.eos_weight < 0:
+            raise ValueError(f"lm_weight and eos_weight must be >= 0, got {self.lm_weight}, {self.eos_weight}")
 
 
 def beam_settings(d: dict | None) -> BeamSettings | None:
@@ -78,6 +85,20 @@ def user_turn_context(tokenizer) -> list[int]:
     if start is None:
         raise ValueError("the tokenizer has no chat template, BOS or EOS token: nothing to start the LLM prior from")
     return [start]
+
+
+def user_turn_end(tokenizer) -> int:
+    """The token that closes a user's words: the first token the chat template puts after the
+    user turn's content (SmolLM2: ``<|im_end|>``), or EOS without a template."""
+    sentinel = "\x00omnishift\x00"
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False)
+        ids = tokenizer(text[text.index(sentinel) + len(sentinel):], add_special_tokens=False).input_ids
+        if ids:
+            return int(ids[0])
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no chat template or EOS token: nothing marks the end of a user turn")
+    return int(tokenizer.eos_token_id)
 
 
 def _lae(a: float, b: float) -> float:
@@ -141,17 +162,40 @@ class LLMPrior:
         return self.cache[prefix]
 
 
-def ctc_beam_search(logp: torch.Tensor, prior: LLMPrior | None, settings: BeamSettings) -> list[int]:
+def ctc_beam_search(logp: torch.Tensor, prior: LLMPrior | None, settings: BeamSettings,
+                    end_token: int | None = None) -> list[int]:
     """Best token sequence of one clip under CTC + ``lm_weight`` x LLM (prefix beam search).
 
     Args:
         logp: ``(T, 1 + V)`` CTC log-probabilities; class 0 is the blank, class ``j + 1`` token ``j``.
         prior: the LLM prior (None, or ``lm_weight`` 0: no LM).
         settings: beam settings.
+        end_token: the token that ends a user turn (:func:`user_turn_end`); needed when
+            ``settings.eos_weight`` > 0.
 
     Returns:
         Token ids (LLM vocabulary) of the best hypothesis.
     """
+    return list(max(final_scores(prefix_beams(logp, prior, settings), prior, settings, end_token).items(),
+                    key=lambda kv: kv[1])[0])
+
+
+def final_scores(beams: dict[tuple, list[float]], prior: LLMPrior | None, settings: BeamSettings,
+                 end_token: int | None = None) -> dict[tuple, float]:
+    """Each surviving hypothesis' score once the frames are used up: its CTC + LM + length score,
+    plus ``eos_weight`` x log P_llm(end of turn | hypothesis)."""
+    scores = {p: _lae(*v) for p, v in beams.items()}
+    if settings.eos_weight > 0 and prior is not None:
+        if end_token is None:
+            raise ValueError("eos_weight > 0 needs the end-of-turn token (user_turn_end(tokenizer))")
+        prior.fill(list(beams))
+        scores = {p: v + settings.eos_weight * float(prior(p)[end_token]) for p, v in scores.items()}
+    return scores
+
+
+def prefix_beams(logp: torch.Tensor, prior: LLMPrior | None, settings: BeamSettings) -> dict[tuple, list[float]]:
+    """The CTC prefix beam search itself: the ``settings.beam`` hypotheses alive after the last
+    frame, each with its log-score split into ending in blank / non-blank."""
     use_lm = prior is not None and settings.lm_weight > 0
     beams: dict[tuple, list[float]] = {(): [0.0, NEG_INF]}  # prefix -> [log p ending in blank, in non-blank]
     logp = logp.float()
@@ -182,8 +226,7 @@ def ctc_beam_search(logp: torch.Tensor, prior: LLMPrior | None, settings: BeamSe
                     add(prefix + (j,), 1, total + v + bonus)
         ranked = sorted(new.items(), key=lambda kv: _lae(*kv[1]), reverse=True)
         beams = dict(ranked[: settings.beam])
-    best = max(beams.items(), key=lambda kv: _lae(*kv[1]))[0]
-    return list(best)
+    return beams
 
 
 def add_decoding_args(parser) -> None:
@@ -195,6 +238,9 @@ def add_decoding_args(parser) -> None:
                         help="with --ctc-beam: weight of the LLM's log-probability (0: no LM)")
     parser.add_argument("--ctc-length-bonus", type=float, default=BeamSettings.length_bonus, metavar="B",
                         help="with --ctc-beam: score added per token")
+    parser.add_argument("--ctc-eos-weight", type=float, default=BeamSettings.eos_weight, metavar="E",
+                        help="with --ctc-beam: weight of the LLM's log-probability that the question ends where "
+                             "the hypothesis does (0: off)")
 
 
 def decoding_from_args(args) -> dict | None:
@@ -202,5 +248,7 @@ def decoding_from_args(args) -> dict | None:
     if getattr(args, "ctc_beam", None) is None:
         return None
     d = {"beam": args.ctc_beam, "lm_weight": args.ctc_lm_weight, "length_bonus": args.ctc_length_bonus}
+    if getattr(args, "ctc_eos_weight", 0.0):  # only when set: older folders' decoding keys stay as they were
+        d["eos_weight"] = args.ctc_eos_weight
     BeamSettings(**d)  # range checks now, before any model is loaded
     return d

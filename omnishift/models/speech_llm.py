@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omnishift.models.adaptor import FrameStackAdaptor, ctc_scale_init
-from omnishift.models.ctc_decode import LLMPrior, beam_settings, ctc_beam_search, user_turn_context
+from omnishift.models.ctc_decode import LLMPrior, beam_settings, ctc_beam_search, user_turn_context, user_turn_end
 from omnishift.models.encoder import encode_clips, encode_kept
 from omnishift.models.defaults import DEFAULT_ENCODER, DEFAULT_LLM, load_encoder, load_llm
 from omnishift.models.processor import SPEECH_PLACEHOLDER, FramePolicy, SpeechLLMProcessor
@@ -291,9 +291,10 @@ class SpeechLLM(nn.Module):
         if self.beam_settings is None:
             seq = torch.unique_consecutive(logp.argmax(-1)).tolist()
             return [c - 1 for c in seq if c != 0]
-        if self._lm_context is None:  # the chat template's user-turn opening, the same for every clip
-            self._lm_context = user_turn_context(self.tokenizer)
-        return ctc_beam_search(logp, LLMPrior(self.prior_llm(), self._lm_context), self.beam_settings)
+        if self._lm_context is None:  # the chat template's user-turn opening and closing, the same for every clip
+            self._lm_context = (user_turn_context(self.tokenizer), user_turn_end(self.tokenizer))
+        context, end = self._lm_context
+        return ctc_beam_search(logp, LLMPrior(self.prior_llm(), context), self.beam_settings, end_token=end)
 
     def prior_llm(self):
         """The beam decoder's language model: the base LLM ``config.llm``, frozen.

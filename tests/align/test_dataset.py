@@ -72,6 +72,35 @@ def test_alignment_texts_never_hold_a_benchmark_question(shared_data):
         assert all(3 <= len(x.split()) <= 30 and x.isascii() for _, x in t)
 
 
+def test_rare_word_lists_say_each_seldom_said_word_once(shared_data):
+    """``rare``: lists of the words the question and response texts say fewer than 5 times, each word
+    once, in groups of up to 5; the other parts keep their texts."""
+    import collections
+
+    from omnishift.align.dataset import _WORD
+
+    common = alignment_texts(shared_data, parts=("questions", "responses"))
+    rare = alignment_texts(shared_data, parts=("rare",))
+    assert alignment_texts(shared_data, parts=("questions", "responses", "rare")) == common + rare
+    assert len(rare) > 1000 and all(i.startswith("rare/") for i, _ in rare)
+    said = collections.Counter(w for _, t in common for w in _WORD.findall(t))
+    words = [w for _, t in rare for w in _WORD.findall(t)]
+    assert len(words) == len(set(words))  # each once
+    assert all(said[w] < 5 for w in words)
+    assert all(3 <= len(t.split()) <= 5 and t.endswith(".") for _, t in rare)
+    assert "Paris" not in words and said["Paris"] >= 5  # a common word is not listed
+    with pytest.raises(ValueError, match="parts"):
+        alignment_texts(shared_data, parts=("questions", "poems"))
+
+
+def test_parse_text_parts():
+    from omnishift.align.commands import parse_text_parts
+
+    assert parse_text_parts("questions+responses") == ("questions", "responses")
+    with pytest.raises(SystemExit, match="unknown part"):
+        parse_text_parts("questions+poems")
+
+
 def test_leading_and_trailing_silence_is_seeded_and_optional():
     audio = (0.3 * np.sin(np.arange(16000) / 10)).astype(np.float32)
     plain = AugmentConfig(speed=(1.0, 1.0), reverb_p=0, filter_p=0, noise_p=0, gain_db=(0.0, 0.0))
@@ -148,3 +177,27 @@ def test_pico_is_deterministic_per_call_and_checks_its_inputs():
         synthesize_pico("Hi", "de-DE")
     with pytest.raises(ValueError, match="rate"):
         synthesize_pico("Hi", "en-US", rate=900)
+
+
+def test_piper_is_deterministic_and_checks_its_inputs():
+    """Piper's VITS noise is unseeded inside its ONNX graph, so the engine speaks with both noise
+    scales at 0: the same text and speed give the same samples, whatever was spoken in between."""
+    pytest.importorskip("piper", reason="Piper is the optional extra omnishift[piper]")
+    from omnishift.align.voices import ENGINES, clip_plan
+    from omnishift.data.piper_tts import synthesize_piper
+
+    a = synthesize_piper("Hello there, how are you?", rate=100)
+    synthesize_piper("Something else first.", rate=120)
+    b = synthesize_piper("Hello there, how are you?", rate=100)
+    assert np.array_equal(a, b) and a.dtype == np.float32 and 0.8 < len(a) / 16000 < 4.0
+    assert np.abs(a).max() <= 1.01 and np.abs(a).max() > 0.1
+    assert len(synthesize_piper("Hello there, how are you?", rate=125)) < len(a)  # faster is shorter
+    with pytest.raises(ValueError, match="voice"):
+        synthesize_piper("Hi", "en_GB-nobody")
+    with pytest.raises(ValueError, match="rate"):
+        synthesize_piper("Hi", rate=400)
+    voices = {"piper": ENGINES["piper"].voices()}
+    aug = AugmentConfig(engines=(("piper", 1.0),), piper_rate=(90, 110))
+    plan, _ = clip_plan(3, 0, voices, aug)
+    assert plan["voice"] == "piper:en_US-joe-medium" and 90 <= plan["rate"] <= 110
+    assert "piper_rate" in aug.to_dict() and "piper_rate" not in AugmentConfig(engines=(("espeak", 1), ("pico", 1))).to_dict()

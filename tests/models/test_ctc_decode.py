@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from omnishift.models.ctc_decode import BeamSettings, LLMPrior, beam_settings, ctc_beam_search, user_turn_context
+from omnishift.models.ctc_decode import (BeamSettings, LLMPrior, beam_settings, ctc_beam_search, user_turn_context,
+                                         user_turn_end)
 from tests.tiny_models import make_tiny_llm, make_tiny_speech_llm, tone
 
 
@@ -92,6 +93,52 @@ def test_llm_prior_batched_left_padding_matches_single_forward():
             torch.testing.assert_close(prior(p), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eos_weight_adds_the_end_of_turn_log_probability_of_each_full_hypothesis(seed):
+    """Brute force: with every hypothesis kept, the pick is argmax_y log P_ctc(y) + e * log P_end(y)."""
+    torch.manual_seed(seed)
+    logp = (torch.randn(4, 4) * 2).log_softmax(-1)  # T=4 frames, blank + 3 tokens
+    end = 3  # the end-of-turn token, never emitted acoustically here
+    table = {k: (torch.randn(4) * 3).log_softmax(-1) for k in (-1, 0, 1, 2)}  # next-token log-probs by last token
+    totals = _label_log_probs(logp)
+    settings = BeamSettings(beam=100, token_top_k=3, token_min_logp=-1e9, lm_weight=0.0, length_bonus=0.0, eos_weight=2.0)
+    prior = _FixedPrior(table)
+    best = max(totals, key=lambda y: totals[y] + 2.0 * float(prior(y)[end]))
+    assert tuple(ctc_beam_search(logp, prior, settings, end_token=end)) == best
+
+
+def test_eos_weight_keeps_a_question_from_stopping_before_its_last_word():
+    # frames: token 0 surely, then token 1 or blank at even odds; the LM says a turn cannot end after 0
+    logp = torch.tensor([[-9.0, 0.0, -9.0, -9.0], [0.0, -9.0, 0.0, -9.0]]).log_softmax(-1)
+    table = {-1: torch.tensor([0.0, -9.0, -9.0, -9.0]), 0: torch.tensor([-9.0, 0.0, -9.0, -9.0]),
+             1: torch.tensor([-9.0, -9.0, -9.0, 0.0])}
+    end = 3
+    off = BeamSettings(beam=4, token_top_k=3, token_min_logp=-1e9, lm_weight=0.0, length_bonus=-0.5)
+    on = BeamSettings(beam=4, token_top_k=3, token_min_logp=-1e9, lm_weight=0.0, length_bonus=-0.5, eos_weight=1.0)
+    assert ctc_beam_search(logp, _FixedPrior(table), off) == [0]
+    assert ctc_beam_search(logp, _FixedPrior(table), on, end_token=end) == [0, 1]
+    with pytest.raises(ValueError, match="end-of-turn"):
+        ctc_beam_search(logp, _FixedPrior(table), on)
+
+
+def test_decoding_flags_keep_older_folders_keys_unless_the_end_weight_is_set():
+    import argparse
+
+    from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
+
+    p = argparse.ArgumentParser()
+    add_decoding_args(p)
+    assert decoding_from_args(p.parse_args([])) is None
+    assert decoding_from_args(p.parse_args(["--ctc-beam", "8"])) == {"beam": 8, "lm_weight": 0.5, "length_bonus": 3.0}
+    assert decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "0.5"]))["eos_weight"] == 0.5
+    with pytest.raises(ValueError, match="eos_weight"):
+        decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "-1"]))
+
+
+def test_user_turn_end_is_the_token_after_the_users_words(tiny_tokenizer):
+    assert user_turn_end(tiny_tokenizer) == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
 def test_settings_are_validated():
     assert beam_settings(None) is None
     assert beam_settings({"beam": 4}).beam == 4
@@ -101,6 +148,8 @@ def test_settings_are_validated():
         BeamSettings(beam=0)
     with pytest.raises(ValueError, match="lm_weight"):
         BeamSettings(lm_weight=-1)
+    with pytest.raises(ValueError, match="eos_weight"):
+        BeamSettings(eos_weight=-1)
 
 
 def test_user_turn_context_falls_back_to_bos(tiny_tokenizer):
@@ -119,6 +168,8 @@ def test_speech_llm_reads_the_ctc_path_with_beam_search(tiny_tokenizer):
     table = m.llm.get_input_embeddings().weight
     torch.testing.assert_close(m.ctc_compress(states[0]), table[torch.tensor(tokens, dtype=torch.long)])
     assert m.ctc_transcripts(states) == [tiny_tokenizer.decode(tokens).strip()]
+    m.beam_settings = BeamSettings(beam=4, lm_weight=0.5, eos_weight=1.0)  # the model hands the beam its end token
+    assert m.ctc_tokens(logp) == ctc_beam_search(logp, prior, m.beam_settings, end_token=user_turn_end(tiny_tokenizer))
     with pytest.raises(ValueError, match="ctc_top1"):
         make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_soft", ctc_decoding={"beam": 4})
     with pytest.raises(ValueError, match="unknown keys"):
