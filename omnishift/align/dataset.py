@@ -23,11 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import re
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +36,7 @@ from safetensors.torch import load, save_file
 from tqdm.auto import tqdm
 
 from omnishift.align.augment import AugmentConfig, augment
+from omnishift.align.pool import spawn_pool
 from omnishift.align.voices import ENGINES, clip_plan, engine_of, engine_voices
 from omnishift.models.encoder import SAMPLE_RATE
 from omnishift.paths import atomic_write_text, shared_data_dir
@@ -301,11 +300,8 @@ def _shard_maker(workers: int, encoder: str, policy: dict):
         _init_worker(encoder, policy, None)
         yield map
         return
-    # an executor, not mp.Pool: a worker that cannot start (e.g. the encoder does not load) breaks it
-    # with an error instead of being respawned forever
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(encoder, policy, 1)) as pool:
-        yield pool.map
+    with spawn_pool(workers, _init_worker, (encoder, policy, 1)) as pmap:
+        yield pmap
 
 
 def _shard_done(out: Path, shard: int) -> bool:

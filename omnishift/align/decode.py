@@ -12,12 +12,12 @@ check) from raw audio, one clip at a time.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from omnishift.align.pool import spawn_pool
 
 _W: dict = {}
 
@@ -56,11 +56,8 @@ def _pool(workers: int, model_dir: Path, feature_cache: Path):
         _init_worker(str(model_dir), str(feature_cache), None)
         yield map
         return
-    # an executor, not mp.Pool: a worker that cannot start (unloadable model) breaks it with an
-    # error instead of being respawned forever
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(str(model_dir), str(feature_cache), 1)) as pool:
-        yield pool.map
+    with spawn_pool(workers, _init_worker, (str(model_dir), str(feature_cache), 1)) as pmap:
+        yield pmap
 
 
 def decode_clips(model_dir: str | Path, feature_cache: str | Path, cached: list[Path], raw: list[Path] = (),
