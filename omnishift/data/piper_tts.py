@@ -75,9 +75,9 @@ def synthesize_piper(text: str, voice: str = "en_US-joe-medium", rate: int = 100
     text = " ".join(text.split())
     if not text:
         raise ValueError("text is empty: nothing to synthesize")
+    v = _voice(voice)  # first: without piper-tts it raises the ImportError that says how to install it
     from piper import SynthesisConfig
 
-    v = _voice(voice)
     cfg = SynthesisConfig(length_scale=100.0 / int(rate), noise_scale=0.0, noise_w_scale=0.0)
     chunks = [c.audio_float_array for c in v.synthesize(text, syn_config=cfg)]
     if not chunks or not sum(len(c) for c in chunks):

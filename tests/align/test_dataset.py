@@ -201,3 +201,14 @@ def test_piper_is_deterministic_and_checks_its_inputs():
     plan, _ = clip_plan(3, 0, voices, aug)
     assert plan["voice"] == "piper:en_US-joe-medium" and 90 <= plan["rate"] <= 110
     assert "piper_rate" in aug.to_dict() and "piper_rate" not in AugmentConfig(engines=(("espeak", 1), ("pico", 1))).to_dict()
+
+
+def test_piper_missing_says_how_to_install(monkeypatch):
+    import sys
+
+    from omnishift.data import piper_tts
+
+    monkeypatch.setattr(piper_tts, "_LOADED", {})
+    monkeypatch.setitem(sys.modules, "piper", None)  # as if piper-tts were not installed
+    with pytest.raises(ImportError, match=r"omnishift\[piper\]"):
+        piper_tts.synthesize_piper("Hello there.")
