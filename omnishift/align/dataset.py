@@ -93,18 +93,18 @@ def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_
     data_dir = Path(data_dir or shared_data_dir())
     banned = {_norm(e.text) for e in load_llama_questions(data_dir)}
     banned |= {_norm(e.text) for e in load_web_questions("test", data_dir)}
-    pairs = [(e.id, e.text[:1].upper() + e.text[1:]) for e in load_web_questions("train", data_dir)]
+    questions = [(e.id, e.text[:1].upper() + e.text[1:]) for e in load_web_questions("train", data_dir)]
     for name in INSTRUCTION_FILES:
-        pairs += [(e.id, e.text) for e in load_instructions(name, data_dir)]
-    for name in INSTRUCTION_FILES:
-        for e in load_instructions(name, data_dir, self_contained_only=False):
-            pairs += [(f"{e.id}/r{j}", x) for j, x in enumerate(_sentences(e.response or ""))]
-    pairs = _dedup(pairs, banned, min_words, max_words)
-    if "rare" in parts:
-        rare = rare_word_texts([t for _, t in pairs], data_dir)
-    pairs = [p for p in pairs if ("responses" if "/r" in p[0] else "questions") in parts]
-    # word lists carry no function word, so the English check (meant for whole rows) is skipped
-    return pairs + (_dedup(rare, banned, min_words, max_words, english=False) if "rare" in parts else [])
+        questions += [(e.id, e.text) for e in load_instructions(name, data_dir)]
+    responses = [(f"{e.id}/r{j}", x) for name in INSTRUCTION_FILES
+                 for e in load_instructions(name, data_dir, self_contained_only=False)
+                 for j, x in enumerate(_sentences(e.response or ""))]
+    kept = _dedup(questions + responses, banned, min_words, max_words)  # a response repeating a question goes
+    response_ids = {i for i, _ in responses}
+    out = [(i, t) for i, t in kept if ("responses" if i in response_ids else "questions") in parts]
+    if "rare" in parts:  # word lists carry no function word: the English check (meant for rows) is skipped
+        out += _dedup(rare_word_texts([t for _, t in kept], data_dir), banned, min_words, max_words, english=False)
+    return out
 
 
 def _dedup(pairs: list[tuple[str, str]], banned: set, min_words: int, max_words: int,
