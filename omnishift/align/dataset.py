@@ -93,17 +93,18 @@ def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_
     data_dir = Path(data_dir or shared_data_dir())
     banned = {_norm(e.text) for e in load_llama_questions(data_dir)}
     banned |= {_norm(e.text) for e in load_web_questions("test", data_dir)}
-    questions = [(e.id, e.text[:1].upper() + e.text[1:]) for e in load_web_questions("train", data_dir)]
+    web_train = load_web_questions("train", data_dir)
+    rows = [e for name in INSTRUCTION_FILES for e in load_instructions(name, data_dir, self_contained_only=False)]
+    questions = [(e.id, e.text[:1].upper() + e.text[1:]) for e in web_train]
     for name in INSTRUCTION_FILES:
         questions += [(e.id, e.text) for e in load_instructions(name, data_dir)]
-    responses = [(f"{e.id}/r{j}", x) for name in INSTRUCTION_FILES
-                 for e in load_instructions(name, data_dir, self_contained_only=False)
-                 for j, x in enumerate(_sentences(e.response or ""))]
+    responses = [(f"{e.id}/r{j}", x) for e in rows for j, x in enumerate(_sentences(e.response or ""))]
     kept = _dedup(questions + responses, banned, min_words, max_words)  # a response repeating a question goes
     response_ids = {i for i, _ in responses}
     out = [(i, t) for i, t in kept if ("responses" if i in response_ids else "questions") in parts]
     if "rare" in parts:  # word lists carry no function word: the English check (meant for rows) is skipped
-        out += _dedup(rare_word_texts([t for _, t in kept], data_dir), banned, min_words, max_words, english=False)
+        written = [f"{e.text} {e.response or ''}" for e in rows] + [a for e in web_train for a in e.answers]
+        out += _dedup(rare_word_texts([t for _, t in kept], written), banned, min_words, max_words, english=False)
     return out
 
 
@@ -125,8 +126,8 @@ def _dedup(pairs: list[tuple[str, str]], banned: set, min_words: int, max_words:
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]")
 
 
-def rare_word_texts(common: list[str], data_dir: str | Path | None = None, words_per_text: int = 5,
-                    max_count: int = 5, min_sources: int = 2, seed: int = 0) -> list[tuple[str, str]]:
+def rare_word_texts(common: list[str], written: list[str], words_per_text: int = 5, max_count: int = 5,
+                    min_sources: int = 2, seed: int = 0) -> list[tuple[str, str]]:
     """Phrases of words that the alignment texts say fewer than ``max_count`` times.
 
     Why: a CTC head over the LLM's vocabulary emits only tokens it was aligned on, and an entity
@@ -139,6 +140,8 @@ def rare_word_texts(common: list[str], data_dir: str | Path | None = None, words
 
     Args:
         common: the texts already spoken (their word counts decide what is rare).
+        written: the source texts words are taken from (:func:`alignment_texts` passes every
+            instruction row with its input and response, and the Web Questions train answers).
         max_count: a word is rare when ``common`` says it fewer times than this (case-sensitive,
             as the tokens are: " Paris" and " paris" are different classes).
         min_sources: ... and the sources write it at least this often (drops typos).
@@ -147,18 +150,9 @@ def rare_word_texts(common: list[str], data_dir: str | Path | None = None, words
     Returns:
         ``(id, text)`` pairs ``rare/NNNNN``.
     """
-    from omnishift.data.sources import load_instructions
-
-    data_dir = Path(data_dir or shared_data_dir())
     said = Counter(w for t in common for w in _WORD.findall(t))
-    written: Counter = Counter()
-    for name in INSTRUCTION_FILES:
-        for e in load_instructions(name, data_dir, self_contained_only=False):
-            written.update(_WORD.findall(f"{e.text} {e.response or ''}"))
-    with open(data_dir / "web_questions" / "train.jsonl", encoding="utf-8") as f:
-        for line in f:
-            written.update(w for a in json.loads(line).get("answers", []) for w in _WORD.findall(a))
-    words = sorted(w for w, c in written.items() if c >= min_sources and said[w] < max_count and w.isascii())
+    sources = Counter(w for t in written for w in _WORD.findall(t))
+    words = sorted(w for w, c in sources.items() if c >= min_sources and said[w] < max_count and w.isascii())
     words = [words[i] for i in np.random.default_rng(seed).permutation(len(words))]
     return [(f"rare/{i // words_per_text:05d}", " ".join(words[i: i + words_per_text]) + ".")
             for i in range(0, len(words), words_per_text)]

@@ -93,6 +93,17 @@ def test_rare_word_lists_say_each_seldom_said_word_once(shared_data):
         alignment_texts(shared_data, parts=("questions", "poems"))
 
 
+def test_rare_word_texts_by_hand():
+    from omnishift.align.dataset import rare_word_texts
+
+    common = ["the cat sat", "the cat ran", "a Cat"]  # said: the 2, cat 2, sat 1, ran 1, Cat 1 (a: 1 letter)
+    written = ["zebra zebra cat sat", "Cat typo ran", "ran"]  # written: zebra 2, cat 1, sat 1, Cat 1, typo 1, ran 2
+    out = rare_word_texts(common, written, words_per_text=2, max_count=2, min_sources=2)
+    # rare = written >= 2 times and said < 2 times: zebra (0), ran (1); never "cat" (said 2) or "typo" (written 1)
+    assert sorted(w for _, t in out for w in t.rstrip(".").split()) == ["ran", "zebra"]
+    assert [i for i, _ in out] == ["rare/00000"] and out[0][1].endswith(".")
+
+
 def test_parse_text_parts():
     from omnishift.align.commands import parse_text_parts
 
