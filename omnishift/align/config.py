@@ -2,6 +2,8 @@
 
     model:       SpeechLLMConfig fields (use ctc_head: true for ``ctc``; adaptor_norm: true
                  recommended), or the folder of a saved speech LLM whose adaptor continues
+    grow_layers: context layers added onto that saved adaptor, starting as the identity
+                 (:meth:`FrameStackAdaptor.grow_context`); 0: none
     data:        the alignment set (``omnishift align-data``), limit, held-out clips
     objectives:  list of {name, weight, batch_size, limit, options}: losses of the registry
                  (:data:`omnishift.align.objectives.OBJECTIVES`), summed with their weights
@@ -86,6 +88,7 @@ class AlignConfig:
     loop: AlignLoop = field(default_factory=AlignLoop)
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_every=250))
     out_dir: str = "runs/align"
+    grow_layers: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -116,7 +119,10 @@ def load_align_config(yaml_path: str | Path | None, overrides: list[str] | tuple
     require(cfg, origin, ("loop.max_steps", AT_LEAST_1), ("optim.lr", POSITIVE), ("optim.weight_decay", NON_NEGATIVE),
             ("optim.warmup_ratio", FRACTION), ("optim.max_grad_norm", NONE_OR_POSITIVE),
             ("loop.log_every", AT_LEAST_1), ("loop.eval_every", NON_NEGATIVE), ("data.limit", NONE_OR_AT_LEAST_1),
-            ("data.heldout", NON_NEGATIVE), ("checkpoint.save_every", NON_NEGATIVE))
+            ("data.heldout", NON_NEGATIVE), ("checkpoint.save_every", NON_NEGATIVE), ("grow_layers", NON_NEGATIVE))
+    if cfg.grow_layers and not isinstance(cfg.model, str):
+        raise ConfigError(f"{origin}: grow_layers adds layers onto a saved adaptor, so model must be its folder; "
+                          "for a fresh adaptor set model.adaptor_layers instead")
     return cfg
 
 

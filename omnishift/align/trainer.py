@@ -40,12 +40,19 @@ _MAY_DIFFER = {("out_dir",), ("loop", "progress"), ("loop", "log_every"), ("chec
 
 
 def build_align_model(config: AlignConfig):
-    """A fresh adaptor on the base models (``model`` fields) or a saved speech LLM to continue."""
+    """A fresh adaptor on the base models (``model`` fields) or a saved speech LLM to continue, with
+    ``grow_layers`` identity-initialised context layers added (seeded by ``loop.seed``)."""
     from omnishift.models.speech_llm import SpeechLLM
 
-    if isinstance(config.model, str):
-        return SpeechLLM.from_pretrained(config.model)
-    return SpeechLLM.from_config(config.model)
+    if not isinstance(config.model, str):
+        return SpeechLLM.from_config(config.model)
+    model = SpeechLLM.from_pretrained(config.model)
+    if config.grow_layers:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.loop.seed)
+            model.adaptor.grow_context(config.grow_layers)
+        model.config.adaptor_layers += config.grow_layers  # the saved folder then rebuilds the grown adaptor
+    return model
 
 
 def check_set_matches(model, meta: dict, where: str) -> None:

@@ -60,6 +60,34 @@ class FrameStackAdaptor(nn.Module):
         self.ctc_blank = nn.Parameter(torch.zeros(d_llm + 1)) if ctc_blank else None
         self.ctc_log_scale = nn.Parameter(torch.tensor(math.log(ctc_scale))) if ctc_blank else None
 
+    def grow_context(self, n: int) -> None:
+        """Append ``n`` context layers that start as the identity, so the adaptor's output is unchanged.
+
+        Why: a context layer trained from scratch learns slower than the MLP alone (issue 11:
+        ``ctc_ctx`` was behind the plain MLP at equal steps), so growing one onto an aligned adaptor
+        keeps what it hears and only adds what cross-frame attention can correct. Each new pre-norm
+        layer computes ``x + attn(norm(x)) + ffn(norm(.))``; zeroing the attention's output projection
+        and the feed-forward's second linear makes both branches 0 (as LoRA's B = 0) while their
+        gradients are not, so training moves them off the identity at once.
+        """
+        if n < 1:
+            raise ValueError(f"grow_context needs n >= 1 layers, got {n}")
+        d = self.linear2.out_features
+        heads = d // 64 if d % 64 == 0 and d >= 64 else 1
+        new = [nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.1, activation="gelu", batch_first=True,
+                                          norm_first=True) for _ in range(n)]
+        for layer in new:
+            for proj in (layer.self_attn.out_proj, layer.linear2):
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
+        new = [layer.to(self.linear2.weight.device, self.linear2.weight.dtype) for layer in new]
+        if self.context is None:
+            self.context = nn.TransformerEncoder(new[0], 1, enable_nested_tensor=False)
+            self.context.layers = nn.ModuleList(new)  # TransformerEncoder deep-copies its template; keep ours
+        else:
+            self.context.layers.extend(new)
+        self.context.num_layers = len(self.context.layers)
+
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Map encoder frames to LLM embeddings.
 

@@ -237,3 +237,47 @@ def test_eval_ctc_command_reads_a_checkpoint_adaptor(tmp_path, tiny_tokenizer, m
         assert outs[name]["n"] == 1
     assert main(["eval-ctc", str(final), "--benchmark", str(tmp_path / "bench.jsonl"), "--out", str(tmp_path / "x"),
                  "--checkpoint", str(tmp_path / "parts")]) == 2  # not a checkpoint: a clear error, exit 2
+
+
+def test_grown_context_layers_start_as_the_identity_then_train_and_reload(tmp_path, tiny_tokenizer):
+    """grow_layers: the grown adaptor hears exactly what the saved one did at step 0; training moves
+    the new layers (their zeroed output projections get gradients) and the final folder rebuilds them."""
+    from omnishift.align.trainer import build_align_model
+
+    m = SpeechLLM.from_config(save_tiny_parts(tmp_path / "parts", tiny_tokenizer, adaptor_norm=True, ctc_head=True,
+                                              frame_policy="clip"))
+    set_dir = _set(tmp_path, m)
+    m.save_pretrained(tmp_path / "saved", llm_is_base=True)
+    cfg = _config(tmp_path, set_dir, max_steps=6)
+    cfg.model, cfg.grow_layers = str(tmp_path / "saved"), 2
+    grown = build_align_model(cfg)
+    assert grown.config.adaptor_layers == 2 and len(grown.adaptor.context.layers) == 2
+    x, lengths = torch.randn(3, 20, m.encoder.config.d_model), torch.tensor([20, 13, 7])
+    m.adaptor.eval(), grown.adaptor.eval()
+    torch.testing.assert_close(grown.adaptor(x, lengths), m.adaptor(x, lengths), rtol=0, atol=0)
+    a, b = grown.adaptor.context.layers  # distinct random inits, identical zeroed outputs
+    assert not torch.equal(a.linear1.weight, b.linear1.weight) and not a.linear2.weight.any()
+
+    final = align(cfg, model=grown)
+    assert grown.adaptor.context.layers[0].linear2.weight.abs().sum() > 0  # moved off the identity
+    loaded = SpeechLLM.from_pretrained(final)
+    assert loaded.config.adaptor_layers == 2
+    loaded.adaptor.eval(), grown.adaptor.eval()
+    torch.testing.assert_close(loaded.adaptor(x, lengths), grown.adaptor(x, lengths))
+
+
+def test_grow_layers_needs_a_saved_adaptor():
+    from omnishift.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="saved adaptor"):
+        load_align_config(None, ["grow_layers=1"])
+    with pytest.raises(ConfigError, match="grow_layers"):
+        load_align_config(None, ["model=runs/x", "grow_layers=-1"])
+    with pytest.raises(ValueError, match="n >= 1"):
+        _model_adaptor_grow_zero()
+
+
+def _model_adaptor_grow_zero():
+    from omnishift.models.adaptor import FrameStackAdaptor
+
+    FrameStackAdaptor(8, 16, k=2, hidden=8).grow_context(0)
