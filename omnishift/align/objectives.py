@@ -21,6 +21,7 @@ dataclass and ``loss(model, items, options) -> (sum, count)``, then add
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -63,12 +64,20 @@ class CTCOptions:
     the log-softmax and the loss stay float32); negatives: when > 0, score only the batch's target
     tokens plus this many uniformly sampled other tokens per step (sampled softmax: the sampled
     logits get + log(others / sampled), so their summed probability estimates that of all other
-    tokens); decoding still uses the whole vocabulary. 0: the whole vocabulary every step."""
+    tokens); decoding still uses the whole vocabulary. 0: the whole vocabulary every step.
+    split_p: subword regularisation (as BPE-dropout): each target token that is a word piece of 3+
+    letters is, with this probability, replaced by the canonical tokens of its two halves
+    (:func:`split_targets`); training only. 0: the canonical tokens always."""
 
     time_mask: float = 0.0
     feature_dropout: float = 0.0
     bf16_logits: bool = False
     negatives: int = 0
+    split_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.split_p <= 1.0:
+            raise ValueError(f"split_p is a probability in [0, 1], got {self.split_p}")
 
 
 def speech_outputs(model, items: list[dict], time_mask: float = 0.0, feature_dropout: float = 0.0,
@@ -91,13 +100,53 @@ def speech_outputs(model, items: list[dict], time_mask: float = 0.0, feature_dro
     return emb, frames // model.config.k
 
 
+_WORD_PIECE = re.compile(r" ?[A-Za-z]{3,}")
+
+
+def split_targets(tokenizer, ids: list[int], p: float, max_labels: int) -> list[int]:
+    """One item's CTC targets with word pieces split at random (subword regularisation).
+
+    Why: CTC over the LLM's vocabulary must name a rare word by its own token (" sodium"), which the
+    alignment texts say a handful of times, so the adaptor drops it on real speech (issue 11). Seeing
+    the same sounds also as shorter, frequent pieces (" sod" + "ium") is BPE-dropout's remedy
+    (Provilkov et al., 2020). The pieces decode to the same text, so the LLM reads the same words.
+
+    Args:
+        tokenizer: the LLM's tokenizer (its canonical encoding of each half).
+        ids: the canonical target token ids.
+        p: probability of splitting each eligible token: its text is 3+ ASCII letters after an
+            optional leading space; the cut leaves a letter on each side.
+        max_labels: speech embeddings of the clip; a split that CTC could not fit (labels + repeats
+            over this) is undone, and the canonical ids are returned.
+
+    Returns:
+        The target ids. Two draws of the global torch RNG per input token whatever happens, so a
+        resumed run draws the same numbers.
+    """
+    draws, cuts = torch.rand(len(ids)).tolist(), torch.rand(len(ids)).tolist()
+    out = []
+    for t, d, c in zip(ids, draws, cuts):
+        text = tokenizer.decode([t])
+        if d >= p or not _WORD_PIECE.fullmatch(text):
+            out.append(t)
+            continue
+        lo = 2 if text.startswith(" ") else 1  # one letter (after the space) stays on the left
+        cut = lo + int(c * (len(text) - lo))  # lo .. len - 1: one letter stays on the right
+        out += tokenizer.encode(text[:cut], add_special_tokens=False) + tokenizer.encode(text[cut:], add_special_tokens=False)
+    need = len(out) + sum(a == b for a, b in zip(out, out[1:]))
+    return out if need <= max_labels else list(ids)
+
+
 def ctc_loss(model, items: list[dict], options: CTCOptions) -> tuple[torch.Tensor, int]:
     """Summed CTC negative log-likelihood over the batch and the number of target tokens."""
     if model.adaptor.ctc_blank is None:
         raise ValueError("the ctc objective needs an adaptor with a CTC head: set model.ctc_head: true")
     emb, lengths = speech_outputs(model, items, options.time_mask, options.feature_dropout)
     table = model.llm.get_input_embeddings().weight.detach()
-    targets = [torch.as_tensor(it["ctc_targets"], dtype=torch.long) for it in items]
+    ids = [torch.as_tensor(it["ctc_targets"]).tolist() for it in items]
+    if model.adaptor.training and options.split_p > 0:
+        ids = [split_targets(model.tokenizer, t, options.split_p, int(n)) for t, n in zip(ids, lengths)]
+    targets = [torch.as_tensor(t, dtype=torch.long) for t in ids]
     vocab, offset = None, None
     if options.negatives > 0:
         vocab, targets, offset = _sample_classes(targets, table.shape[0], options.negatives)

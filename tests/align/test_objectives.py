@@ -120,3 +120,48 @@ def test_sampled_softmax_ctc_matches_the_full_vocabulary_when_every_token_is_sam
     assert abs(sampled.item() - full.item()) < 0.05 * full.item()
     small, n = ctc_loss(m, [item], CTCOptions(negatives=16))
     assert n == 4 and torch.isfinite(small)
+
+
+def _bpe_tokenizer():
+    """A byte-level BPE trained in code on a few words, so whole words are single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], show_progress=False)
+    tk.train_from_iterator(["what is the chemical symbol for sodium and oxygen? it is na, an ox."] * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|im_end|>")
+
+
+def test_split_targets_cuts_word_pieces_into_canonical_halves_that_decode_the_same():
+    from omnishift.align.objectives import split_targets
+
+    tok = _bpe_tokenizer()
+    ids = tok.encode("what is the symbol for sodium? it is na", add_special_tokens=False)
+    assert tok.convert_ids_to_tokens(ids).count("Ġsodium") == 1  # whole words are single tokens here
+    torch.manual_seed(0)
+    assert split_targets(tok, ids, 0.0, 100) == ids
+    torch.manual_seed(0)
+    out = split_targets(tok, ids, 1.0, 100)
+    assert tok.decode(out) == tok.decode(ids)
+    eligible = [t for t in ids if len(tok.decode([t]).strip()) >= 3 and tok.decode([t]).strip().isalpha()]
+    assert eligible and len(out) >= len(ids) + len(eligible)  # each of them became at least two tokens
+    assert "Ġsodium" not in tok.convert_ids_to_tokens(out) and "?" in tok.decode(out)  # punctuation untouched
+    torch.manual_seed(0)
+    assert split_targets(tok, ids, 1.0, 100) == out  # the global RNG decides: a resumed run splits alike
+    assert split_targets(tok, ids, 1.0, len(ids)) == ids  # CTC could not fit the split: canonical ids
+
+
+def test_ctc_loss_splits_targets_only_while_training():
+    tok = _bpe_tokenizer()
+    m = make_tiny_speech_llm(tok, adaptor_norm=True, ctc_head=True, k=1)
+    item = {"encoder_states": torch.randn(40, 16), "ctc_targets": tok.encode("the sodium symbol", add_special_tokens=False)}
+    m.adaptor.train()
+    _, n_plain = ctc_loss(m, [item], CTCOptions())
+    _, n_split = ctc_loss(m, [item], CTCOptions(split_p=1.0))
+    assert n_split > n_plain == len(item["ctc_targets"])
+    m.adaptor.eval()
+    assert ctc_loss(m, [item], CTCOptions(split_p=1.0))[1] == n_plain

@@ -1,22 +1,12 @@
 """Tune CTC+LLM beam settings on the alignment sets' held-out synthetic question clips (never on LLaMA Q)."""
 import json, sys, time, torch
 from omnishift.models.speech_llm import SpeechLLM
-from pathlib import Path
-from safetensors.torch import load
+from heldout import heldout  # beside this script
 from omnishift.models.ctc_decode import BeamSettings, LLMPrior, ctc_beam_search, user_turn_context
 from omnishift.evaluate.wer import corpus_wer
 torch.set_num_threads(1)
 m = SpeechLLM.from_pretrained(sys.argv[1]); n = int(sys.argv[2])
 grid = [(0.0, 0.0), (0.0, 1.0), (0.3, 1.0), (0.3, 2.0), (0.5, 1.0), (0.5, 2.0), (0.5, 3.0), (0.8, 2.0), (0.8, 3.0)]
-
-def heldout(name, n):
-    """The set's held-out clips (its last 256) from its last shard only: n of them."""
-    f = sorted(p for p in Path(f"runs/align/{name}/shards").glob("*.safetensors") if not p.name.startswith("."))[-1]
-    t = load(f.read_bytes()); off = t["offsets"].tolist()
-    recs = [json.loads(x) for x in f.with_suffix(".jsonl").read_text().splitlines()]
-    recs = [r for r in recs if "skipped" not in r]
-    items = [{**r, "encoder_states": t["states"][off[j]:off[j + 1]]} for j, r in enumerate(recs)]
-    return items[-256:][:n]
 
 pairs = {g: [] for g in grid}; ctx = user_turn_context(m.tokenizer); t0 = time.time()
 for name in sys.argv[3:]:

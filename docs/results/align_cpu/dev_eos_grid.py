@@ -6,10 +6,10 @@ The prefix beam search does not depend on eos_weight (it only rescores the hypot
 last frame), so each clip is searched once per beam width and rescored for every weight.
 """
 import json, sys, time
-from pathlib import Path
 
 import torch
-from safetensors.torch import load
+
+from heldout import heldout  # beside this script
 
 from omnishift.evaluate.wer import corpus_wer
 from omnishift.models.ctc_decode import BeamSettings, LLMPrior, final_scores, prefix_beams, user_turn_context, user_turn_end
@@ -18,16 +18,6 @@ from omnishift.models.speech_llm import SpeechLLM
 torch.set_num_threads(1)
 m = SpeechLLM.from_pretrained(sys.argv[1]); n = int(sys.argv[2])
 weights, beams = [0.0, 0.25, 0.5, 1.0, 2.0], [4, 8]
-
-
-def heldout(name, n):
-    """The set's held-out clips (its last 256) from its last shard only: n of them."""
-    f = sorted(p for p in Path(f"runs/align/{name}/shards").glob("*.safetensors") if not p.name.startswith("."))[-1]
-    t = load(f.read_bytes()); off = t["offsets"].tolist()
-    recs = [json.loads(x) for x in f.with_suffix(".jsonl").read_text().splitlines()]
-    recs = [r for r in recs if "skipped" not in r]
-    items = [{**r, "encoder_states": t["states"][off[j]:off[j + 1]]} for j, r in enumerate(recs)]
-    return items[-256:][:n]
 
 
 pairs = {(b, e): [] for b in beams for e in weights}

@@ -1,0 +1,69 @@
+"""Greedy CTC WER of adaptors, weight averages (soups) and posterior ensembles on the sets' held-out
+synthetic clips (the selection criterion) and on the 300 LLaMA Questions recordings (reported only).
+
+python docs/results/align_cpu/dev_greedy.py SPEC... > dev_greedy.json
+
+SPEC: a speech-LLM folder; ``soup:A,B,...`` (the adaptors' weights averaged); ``ens:A,B,...`` (their
+CTC log-probabilities averaged frame by frame). All adaptors must share one architecture, encoder and
+frame policy. Held-out clips: the last 100 of set_piper8k, set_sil24k and set_pico12k (heldout.py).
+"""
+import json
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from heldout import heldout  # beside this script
+
+from omnishift.data.audio import load_audio
+from omnishift.data.manifest import read_manifest
+from omnishift.evaluate.wer import corpus_wer
+from omnishift.models.speech_llm import SpeechLLM
+
+BENCH = "runs/cpu_repro_aligned/data/bench/llama_questions.jsonl"
+SETS = ["set_piper8k", "set_sil24k", "set_pico12k"]
+
+
+def adaptor_weights(spec: str) -> list[dict]:
+    """State dicts whose CTC log-probs are averaged (one for a folder or a soup)."""
+    kind, _, rest = spec.partition(":") if spec.startswith(("soup:", "ens:")) else ("one", "", spec)
+    sds = [load_file(f"{p}/adaptor.safetensors") for p in rest.split(",")]
+    if kind == "soup":
+        return [{k: sum(sd[k].float() for sd in sds) / len(sds) for k in sds[0]}]
+    return sds
+
+
+def greedy_pairs(m, sds, items) -> list[tuple[str, str]]:
+    """(reference, greedy transcript) of the frame-wise mean log-probs of the adaptors ``sds``."""
+    per_adaptor = []
+    for sd in sds:
+        m.adaptor.load_state_dict(sd)
+        per_adaptor.append([lp.to(torch.bfloat16) for lp in m.ctc_log_probs([x for _, x in items])])
+    pairs = [(text, m.tokenizer.decode(m.ctc_tokens(torch.stack([z.float() for z in lps]).mean(0))).strip())
+             for (text, _), *lps in zip(items, *per_adaptor)]
+    return pairs
+
+
+def wer(pairs) -> float:
+    return round(100 * corpus_wer(pairs)["wer"], 2)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    first = sys.argv[1].partition(":")[2].split(",")[0] if ":" in sys.argv[1] else sys.argv[1]
+    m = SpeechLLM.from_pretrained(first)  # greedy decoding (no ctc_decoding); adaptors swapped in below
+    m.adaptor.eval()
+    dev = {s: [(it["text"], it["encoder_states"]) for it in heldout(s, 100)] for s in SETS}
+    ex = read_manifest(BENCH)
+    llamaq = [(e.text, x) for e, x in zip(ex, m.encode_audio([load_audio(e.audio, item=e.id) for e in ex]))]
+    out = {"dev_sets": SETS, "dev_clips_per_set": 100, "results": {}}
+    for spec in sys.argv[1:]:
+        t0, sds = time.time(), adaptor_weights(spec)
+        pairs = {s: greedy_pairs(m, sds, items) for s, items in dev.items()}
+        r = {s: wer(p) for s, p in pairs.items()}
+        r["dev"] = wer([x for p in pairs.values() for x in p])
+        r["llamaq"] = wer(greedy_pairs(m, sds, llamaq))
+        out["results"][spec] = r
+        print(spec, r, round(time.time() - t0), "s", file=sys.stderr, flush=True)
+    print(json.dumps(out, indent=1))
