@@ -25,13 +25,15 @@ BENCH = "runs/cpu_repro_aligned/data/bench/llama_questions.jsonl"
 SETS = ["set_piper8k", "set_sil24k", "set_pico12k"]
 
 
-def adaptor_weights(spec: str) -> list[dict]:
-    """State dicts whose CTC log-probs are averaged (one for a folder or a soup)."""
+def adaptor_weights(spec: str) -> tuple[str, list[dict]]:
+    """The spec's first folder and the state dicts whose CTC log-probs are averaged (one for a
+    folder or a soup)."""
     kind, _, rest = spec.partition(":") if spec.startswith(("soup:", "ens:")) else ("one", "", spec)
-    sds = [load_file(f"{p}/adaptor.safetensors") for p in rest.split(",")]
+    folders = rest.split(",")
+    sds = [load_file(f"{p}/adaptor.safetensors") for p in folders]
     if kind == "soup":
-        return [{k: sum(sd[k].float() for sd in sds) / len(sds) for k in sds[0]}]
-    return sds
+        return folders[0], [{k: sum(sd[k].float() for sd in sds) / len(sds) for k in sds[0]}]
+    return folders[0], sds
 
 
 def greedy_pairs(m, sds, items) -> list[tuple[str, str]]:
@@ -51,15 +53,15 @@ def wer(pairs) -> float:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    first = sys.argv[1].partition(":")[2].split(",")[0] if ":" in sys.argv[1] else sys.argv[1]
-    m = SpeechLLM.from_pretrained(first)  # greedy decoding (no ctc_decoding); adaptors swapped in below
-    m.adaptor.eval()
+    m = SpeechLLM.from_pretrained(adaptor_weights(sys.argv[1])[0])  # greedy: no ctc_decoding
     dev = {s: [(it["text"], it["encoder_states"]) for it in heldout(s, 100)] for s in SETS}
     ex = read_manifest(BENCH)
     llamaq = [(e.text, x) for e, x in zip(ex, m.encode_audio([load_audio(e.audio, item=e.id) for e in ex]))]
     out = {"dev_sets": SETS, "dev_clips_per_set": 100, "results": {}}
     for spec in sys.argv[1:]:
-        t0, sds = time.time(), adaptor_weights(spec)
+        t0, (folder, sds) = time.time(), adaptor_weights(spec)
+        m = SpeechLLM.from_pretrained(folder)  # the spec's architecture (e.g. grown context layers)
+        m.adaptor.eval()
         pairs = {s: greedy_pairs(m, sds, items) for s, items in dev.items()}
         r = {s: wer(p) for s, p in pairs.items()}
         r["dev"] = wer([x for p in pairs.values() for x in p])
