@@ -133,8 +133,13 @@ def split_targets(tokenizer, ids: list[int], p: float, max_labels: int) -> list[
         lo = 2 if text.startswith(" ") else 1  # one letter (after the space) stays on the left
         cut = lo + int(c * (len(text) - lo))  # lo .. len - 1: one letter stays on the right
         out += tokenizer.encode(text[:cut], add_special_tokens=False) + tokenizer.encode(text[cut:], add_special_tokens=False)
-    need = len(out) + sum(a == b for a, b in zip(out, out[1:]))
-    return out if need <= max_labels else list(ids)
+    return out if ctc_frames_needed(out) <= max_labels else list(ids)
+
+
+def ctc_frames_needed(ids: list[int]) -> int:
+    """Fewest speech embeddings a CTC path for ``ids`` needs: one per label, plus a blank between
+    each pair of equal neighbours."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
 
 
 def ctc_loss(model, items: list[dict], options: CTCOptions) -> tuple[torch.Tensor, int]:
@@ -143,10 +148,10 @@ def ctc_loss(model, items: list[dict], options: CTCOptions) -> tuple[torch.Tenso
         raise ValueError("the ctc objective needs an adaptor with a CTC head: set model.ctc_head: true")
     emb, lengths = speech_outputs(model, items, options.time_mask, options.feature_dropout)
     table = model.llm.get_input_embeddings().weight.detach()
-    ids = [torch.as_tensor(it["ctc_targets"]).tolist() for it in items]
+    targets = [torch.as_tensor(it["ctc_targets"], dtype=torch.long) for it in items]
     if model.adaptor.training and options.split_p > 0:
-        ids = [split_targets(model.tokenizer, t, options.split_p, int(n)) for t, n in zip(ids, lengths)]
-    targets = [torch.as_tensor(t, dtype=torch.long) for t in ids]
+        targets = [torch.as_tensor(split_targets(model.tokenizer, t.tolist(), options.split_p, int(n)), dtype=torch.long)
+                   for t, n in zip(targets, lengths)]
     vocab, offset = None, None
     if options.negatives > 0:
         vocab, targets, offset = _sample_classes(targets, table.shape[0], options.negatives)

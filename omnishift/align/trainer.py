@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnishift.align.config import AlignConfig, dump_align_config
-from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_loss
+from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_frames_needed, ctc_loss
 from omnishift.paths import atomic_write_text, read_jsonl_tolerant, remove_stale_temps
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
@@ -77,8 +77,7 @@ def add_ctc_targets(model, items: list[dict]) -> tuple[list[dict], int]:
     kept, dropped = [], 0
     for it in items:
         ids = tok(it["text"], add_special_tokens=False)["input_ids"]
-        need = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
-        if need > it["encoder_states"].shape[0] // model.config.k or not ids:
+        if not ids or ctc_frames_needed(ids) > it["encoder_states"].shape[0] // model.config.k:
             dropped += 1
             continue
         kept.append({**it, "ctc_targets": ids})

@@ -14,6 +14,13 @@ import torch
 from torch import nn
 
 
+def _context_layer(d: int) -> nn.TransformerEncoderLayer:
+    """One pre-norm context layer of width ``d`` (64-wide heads where ``d`` allows)."""
+    heads = d // 64 if d % 64 == 0 and d >= 64 else 1
+    return nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.1, activation="gelu", batch_first=True,
+                                      norm_first=True)
+
+
 class FrameStackAdaptor(nn.Module):
     """Concatenate ``k`` frames, drop the remainder, then Linear -> ReLU -> Linear [-> RMSNorm].
 
@@ -49,10 +56,7 @@ class FrameStackAdaptor(nn.Module):
         self.linear2 = nn.Linear(hidden, d_llm)
         self.context = None
         if layers > 0:
-            heads = d_llm // 64 if d_llm % 64 == 0 and d_llm >= 64 else 1
-            layer = nn.TransformerEncoderLayer(d_llm, heads, 4 * d_llm, dropout=0.1, activation="gelu",
-                                               batch_first=True, norm_first=True)
-            self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.context = nn.TransformerEncoder(_context_layer(d_llm), layers, enable_nested_tensor=False)
         self.norm = None
         if norm_scale is not None:
             self.norm = nn.RMSNorm(d_llm, eps=1e-6)
@@ -72,10 +76,7 @@ class FrameStackAdaptor(nn.Module):
         """
         if n < 1:
             raise ValueError(f"grow_context needs n >= 1 layers, got {n}")
-        d = self.linear2.out_features
-        heads = d // 64 if d % 64 == 0 and d >= 64 else 1
-        new = [nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.1, activation="gelu", batch_first=True,
-                                          norm_first=True) for _ in range(n)]
+        new = [_context_layer(self.linear2.out_features) for _ in range(n)]
         for layer in new:
             for proj in (layer.self_attn.out_proj, layer.linear2):
                 nn.init.zeros_(proj.weight)
