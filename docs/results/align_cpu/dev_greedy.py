@@ -53,15 +53,15 @@ def wer(pairs) -> float:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    m = SpeechLLM.from_pretrained(adaptor_weights(sys.argv[1])[0])  # greedy: no ctc_decoding
     dev = {s: [(it["text"], it["encoder_states"]) for it in heldout(s, 100)] for s in SETS}
-    ex = read_manifest(BENCH)
-    llamaq = [(e.text, x) for e, x in zip(ex, m.encode_audio([load_audio(e.audio, item=e.id) for e in ex]))]
+    ex, llamaq = read_manifest(BENCH), None
     out = {"dev_sets": SETS, "dev_clips_per_set": 100, "results": {}}
     for spec in sys.argv[1:]:
         t0, (folder, sds) = time.time(), adaptor_weights(spec)
-        m = SpeechLLM.from_pretrained(folder)  # the spec's architecture (e.g. grown context layers)
+        m = SpeechLLM.from_pretrained(folder)  # greedy (no ctc_decoding); the spec's architecture
         m.adaptor.eval()
+        if llamaq is None:  # one encoder and frame policy for every spec: encode the recordings once
+            llamaq = [(e.text, x) for e, x in zip(ex, m.encode_audio([load_audio(e.audio, item=e.id) for e in ex]))]
         pairs = {s: greedy_pairs(m, sds, items) for s, items in dev.items()}
         r = {s: wer(p) for s, p in pairs.items()}
         r["dev"] = wer([x for p in pairs.values() for x in p])
