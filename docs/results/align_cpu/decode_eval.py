@@ -18,10 +18,13 @@ from omnishift.align.decode import decode_clips
 from omnishift.data.manifest import read_manifest
 from omnishift.models.speech_llm import SpeechLLM
 
-BENCH = "runs/cpu_repro_aligned/data/bench/llama_questions.jsonl"
+from manifests import BENCH, write_all  # beside this script
+
 CACHE = "runs/feature_cache_clip"
 
 if __name__ == "__main__":
+    if not os.path.isfile(BENCH):
+        write_all()
     src, out, beam = sys.argv[1], sys.argv[2], int(sys.argv[3])
     decoding = {"beam": beam, "lm_weight": 0.5, "length_bonus": 3.0}
     if len(sys.argv) > 4 and float(sys.argv[4]):

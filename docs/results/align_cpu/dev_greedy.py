@@ -8,6 +8,7 @@ CTC log-probabilities averaged frame by frame). All adaptors must share one arch
 frame policy. Held-out clips: the last 100 of set_piper8k, set_sil24k and set_pico12k (heldout.py).
 """
 import json
+import os
 import sys
 import time
 
@@ -15,14 +16,15 @@ import torch
 from safetensors.torch import load_file
 
 from heldout import heldout  # beside this script
+from manifests import BENCH, write_all
 
 from omnishift.data.audio import load_audio
 from omnishift.data.manifest import read_manifest
 from omnishift.evaluate.wer import corpus_wer
 from omnishift.models.speech_llm import SpeechLLM
 
-BENCH = "runs/cpu_repro_aligned/data/bench/llama_questions.jsonl"
-SETS = ["set_piper8k", "set_sil24k", "set_pico12k"]
+# the sets whose held-out clips are read (DEV_SETS=a,b,c: e.g. the recipe's set_piper8k,set_sil8k,set_pico8k)
+SETS = os.environ.get("DEV_SETS", "set_piper8k,set_sil24k,set_pico12k").split(",")
 
 
 def adaptor_weights(spec: str) -> tuple[str, list[dict]]:
@@ -54,7 +56,7 @@ def wer(pairs) -> float:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     dev = {s: [(it["text"], it["encoder_states"]) for it in heldout(s, 100)] for s in SETS}
-    ex, llamaq = read_manifest(BENCH), None
+    ex, llamaq = read_manifest(BENCH if os.path.isfile(BENCH) else write_all()[0]), None
     out = {"dev_sets": SETS, "dev_clips_per_set": 100, "results": {}}
     for spec in sys.argv[1:]:
         t0, (folder, sds) = time.time(), adaptor_weights(spec)
