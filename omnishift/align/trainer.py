@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 # what a resumed (or moved) run may change without changing what it computes
-_MAY_DIFFER = {("out_dir",), ("loop", "progress"), ("loop", "log_every"), ("checkpoint",)}
+_MAY_DIFFER = {("out_dir",), ("loop", "progress"), ("loop", "log_every"), ("loop", "eval_every"), ("checkpoint",)}
 
 
 def build_align_model(config: AlignConfig):

@@ -96,6 +96,39 @@ def test_resume_after_a_kill_is_bit_exact(tmp_path, tiny_tokenizer):
     assert steps == sorted(set(steps))  # the killed run's records past its checkpoint were dropped
 
 
+def test_dev_evaluation_does_not_change_what_is_trained(tmp_path, tiny_tokenizer):
+    """A run that evaluates on its dev clips every step ends with the same adaptor, bit for bit, as
+    one that evaluates only at the end (the dev pass draws no random numbers and leaves the adaptor
+    in training mode), so ``loop.eval_every`` is a monitoring choice: it may change on resume, and the
+    recipe's wall time can be quoted without its dev passes. Training draws random numbers here (time
+    masks, dropout, sampled negatives), so a dev pass that drew any would shift them."""
+    from safetensors.torch import load_file
+
+    set_dir = _set(tmp_path, _model(tiny_tokenizer))
+
+    def config(name, eval_every):
+        cfg = _config(tmp_path, set_dir, name, max_steps=4, eval_every=eval_every)
+        cfg.objectives[0]["options"] = {"time_mask": 0.2, "feature_dropout": 0.1, "negatives": 8}
+        return cfg
+
+    quiet = align(config("quiet", 0), model=_model(tiny_tokenizer))
+    busy = align(config("busy", 1), model=_model(tiny_tokenizer))
+    a, b = load_file(quiet / "adaptor.safetensors"), load_file(busy / "adaptor.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    logged = [json.loads(ln) for ln in (tmp_path / "busy" / "log.jsonl").read_text().splitlines()]
+    assert sum("dev_wer" in r for r in logged) == 4  # it did evaluate every step
+
+    def kill(rec):
+        if rec["step"] == 2:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        align(config("switch", 1), model=_model(tiny_tokenizer), on_step=kill)
+    got = align(config("switch", 0), model=_model(tiny_tokenizer), resume=True)  # resumed under another eval_every
+    c = load_file(got / "adaptor.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_set_encoded_with_another_policy_is_refused(tmp_path, tiny_tokenizer):
     set_dir = _set(tmp_path, _model(tiny_tokenizer))
     trim = make_tiny_speech_llm(tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="trim")
