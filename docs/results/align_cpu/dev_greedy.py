@@ -5,7 +5,8 @@ python docs/results/align_cpu/dev_greedy.py SPEC... > dev_greedy.json
 
 SPEC: a speech-LLM folder; ``soup:A,B,...`` (the adaptors' weights averaged); ``ens:A,B,...`` (their
 CTC log-probabilities averaged frame by frame). All adaptors must share one architecture, encoder and
-frame policy. Held-out clips: the last 100 of set_piper8k, set_sil24k and set_pico12k (heldout.py).
+frame policy. Held-out clips: the last 100 of set_piper8k, set_sil24k and set_pico12k (heldout.py), or of
+the sets named in DEV_SETS.
 """
 import json
 import os
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from heldout import heldout  # beside this script
-from manifests import BENCH, write_all
+from manifests import write_all
 
 from omnishift.data.audio import load_audio
 from omnishift.data.manifest import read_manifest
@@ -56,7 +57,7 @@ def wer(pairs) -> float:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     dev = {s: [(it["text"], it["encoder_states"]) for it in heldout(s, 100)] for s in SETS}
-    ex, llamaq = read_manifest(BENCH if os.path.isfile(BENCH) else write_all()[0]), None
+    ex, llamaq = read_manifest(write_all()[0]), None
     out = {"dev_sets": SETS, "dev_clips_per_set": 100, "results": {}}
     for spec in sys.argv[1:]:
         t0, (folder, sds) = time.time(), adaptor_weights(spec)
