@@ -165,3 +165,28 @@ def test_ctc_loss_splits_targets_only_while_training():
     assert n_split > n_plain == len(item["ctc_targets"])
     m.adaptor.eval()
     assert ctc_loss(m, [item], CTCOptions(split_p=1.0))[1] == n_plain
+
+
+def test_bf16_adaptor_runs_the_adaptor_in_bfloat16_while_training_only(tiny_tokenizer):
+    """Mixed precision: the loss stays close to the float32 one, the gradients reach the float32
+    weights, the adaptor's matmuls really run in bfloat16 (their outputs differ from float32), and
+    evaluation (dev passes, decoding) keeps float32 whatever the option says."""
+    m = _model(tiny_tokenizer)
+    m.adaptor.grow_context(1)
+    for p in m.adaptor.context.parameters():  # move the grown layer off the identity
+        torch.nn.init.normal_(p, std=0.05)
+    m.adaptor.train()
+    m.adaptor.context.layers[0].dropout.p = m.adaptor.context.layers[0].dropout1.p = 0.0
+    m.adaptor.context.layers[0].dropout2.p = 0.0
+    item = {"encoder_states": torch.randn(30, 16), "ctc_targets": [5, 9, 9, 12]}
+    fp32, _ = ctc_loss(m, [item], CTCOptions())
+    bf16, n = ctc_loss(m, [item], CTCOptions(bf16_adaptor=True))
+    assert n == 4 and bf16.item() != fp32.item()  # autocast took effect
+    assert abs(bf16.item() - fp32.item()) < 0.05 * abs(fp32.item())
+    bf16.backward()
+    grad = m.adaptor.linear1.weight.grad
+    assert grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    m.adaptor.eval()
+    a, _ = ctc_loss(m, [item], CTCOptions())
+    b, _ = ctc_loss(m, [item], CTCOptions(bf16_adaptor=True))
+    assert a.item() == b.item()
