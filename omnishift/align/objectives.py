@@ -70,8 +70,8 @@ class CTCOptions:
     (:func:`split_targets`); training only. 0: the canonical tokens always.
     bf16_adaptor: run the adaptor (MLP and context layers) under bfloat16 autocast, weights and
     optimizer state staying float32 (mixed precision); training only. The grown adaptor's
-    fwd+bwd step is ~1.9x faster on AVX512-BF16 CPUs (``benchmarks/align_step.py``); its effect on
-    what the adaptor learns is not measured yet, so it is off by default."""
+    fwd+bwd step is ~1.9x faster on AVX512-BF16 CPUs (``benchmarks/align_step.py``); dev WER after 250
+    steps matched float32 (44.8 vs 44.6 %), but no whole run has used it yet, so it is off by default."""
 
     time_mask: float = 0.0
     feature_dropout: float = 0.0
