@@ -7,8 +7,8 @@ SRC=$1; OUT=$2
 CACHE=runs/feature_cache_clip
 DEC="--ctc-beam 4 --ctc-lm-weight 0.5 --ctc-length-bonus 3.0 --ctc-eos-weight 0.5"
 timed() { local t0=$SECONDS; "$@"; echo "[eval] $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s: $*"; }
-python docs/results/align_cpu/manifests.py
 timed omnishift eval-ctc "$SRC" --benchmark llama_questions --out "$OUT/llamaq_ctc_greedy"
+# decode_eval.py also (re)writes runs/align/listen/llamaq_self.jsonl (manifests.py), which eval-listening reads
 timed python docs/results/align_cpu/decode_eval.py "$SRC" "$OUT/b4_eos" 4 0.5
 timed omnishift eval "$OUT/b4_eos" --benchmark llama_questions --mode s2t --feature-cache $CACHE --out "$OUT/b4_eos/llamaq_s2t"
 timed omnishift eval-listening "$SRC" --data runs/align/listen/llamaq_self.jsonl --limit 100 --speech-input ctc_top1 $DEC \
