@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from omnishift.align.config import AlignConfig, dump_align_config
 from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_frames_needed, ctc_loss
+from omnishift.models.precision import warn_slow_bf16
 from omnishift.paths import atomic_write_text, read_jsonl_tolerant, remove_stale_temps
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
@@ -225,6 +226,7 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     for oc in objectives:
         entry = OBJECTIVES[oc.name]
         opts = build(entry.options, oc.options, "options")
+        warn_slow_bf16(f"objective {oc.name}", opts, model.adaptor.linear1.weight.device)
         pool = entry.select(train_items, opts) if entry.select else train_items
         pool = pool[: oc.limit] if oc.limit else pool
         if not pool:

@@ -189,6 +189,34 @@ def _truncate_log(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
+def _without_adaptor(model, groups: list[ParamGroup]) -> list[ParamGroup]:
+    """Freeze the adaptor and drop the groups that hold only its parameters.
+
+    Why: under a CTC ``speech_input`` the speech slots are filled with token rows, so no gradient
+    reaches the adaptor; AdamW's weight decay would still move it. Groups are matched by parameter
+    identity, not by name, so a method may name or split its adaptor group as it likes.
+
+    Args:
+        model: the speech LLM.
+        groups: the method's parameter groups.
+    Returns:
+        The groups left to train (possibly none).
+    Raises:
+        ValueError: a group mixes adaptor and other parameters (its fixed indices could not be kept).
+    """
+    model.adaptor.requires_grad_(False)
+    adaptor = {id(p) for p in model.adaptor.parameters()}
+    kept = []
+    for g in groups:
+        inside = sum(id(p) in adaptor for p in g.params)
+        if 0 < inside < len(g.params):
+            raise ValueError(f"parameter group {g.name!r} mixes adaptor and LLM parameters; under a CTC "
+                             "speech_input the adaptor is frozen, so give it a group of its own")
+        if inside == 0:
+            kept.append(g)
+    return kept
+
+
 def train(config: TrainConfig, model=None, items: list[dict] | None = None, resume: bool = False,
           on_step: Callable[[dict], None] | None = None) -> Path:
     """Train a speech LLM for Stage 1 and save it (one process, or every process of ``accelerate launch``).
@@ -237,8 +265,7 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     model.to(accelerator.device)
     groups = setup_method(model, config.method.name, config.method.options)
     if model.config.speech_input != "adaptor":  # token rows fill the speech slots: no gradient reaches the adaptor
-        model.adaptor.requires_grad_(False)
-        groups = [g for g in groups if g.name != "adaptor"]
+        groups = _without_adaptor(model, groups)
         if not groups:
             raise ValueError(f"method {config.method.name} trains only the adaptor, which speech_input "
                              f"{model.config.speech_input!r} does not reach (its CTC path is read as token rows): nothing "

@@ -140,3 +140,22 @@ def test_corrupt_audio_stops_before_training_and_names_the_item(make_config, tmp
     with pytest.raises(ValueError, match="broken_2"):
         train(cfg)
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_a_ctc_speech_input_drops_adaptor_groups_by_identity_not_by_name(tiny_tokenizer):
+    """Under a CTC speech input the adaptor is frozen and its group dropped whatever it is called;
+    a group that mixes adaptor and LLM parameters is refused rather than half-frozen."""
+    from omnishift.train.methods import ParamGroup, setup_method
+    from omnishift.train.trainer import _without_adaptor
+    from tiny_models import make_tiny_speech_llm
+
+    model = make_tiny_speech_llm(tiny_tokenizer)
+    groups = setup_method(model, "full", {})
+    renamed = [ParamGroup("projector" if g.name == "adaptor" else g.name, g.params) for g in groups]
+    kept = _without_adaptor(model, renamed)
+    assert [g.name for g in kept] == [g.name for g in groups if g.name != "adaptor"]
+    assert not any(p.requires_grad for p in model.adaptor.parameters())
+
+    mixed = [ParamGroup("all", list(model.adaptor.parameters()) + list(model.llm.parameters()))]
+    with pytest.raises(ValueError, match="'all' mixes adaptor and LLM"):
+        _without_adaptor(model, mixed)
