@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import replace
 
@@ -28,6 +27,7 @@ def main() -> None:
     from omnishift.align.config import load_align_config
     from omnishift.align.objectives import CTCOptions, ctc_loss
     from omnishift.align.trainer import load_sets
+    from omnishift.models.precision import cpu_description
     from omnishift.models.speech_llm import SpeechLLM
     from omnishift.schema import build
 
@@ -54,7 +54,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t)
     mean = {k: sum(v) / len(v) for k, v in times.items()}
     print(json.dumps({"model": args.model, "adaptor_layers": m.config.adaptor_layers, "batch": oc.batch_size,
-                      "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                      "threads": torch.get_num_threads(), **cpu_description(),
                       "s_per_step": {k: round(v, 3) for k, v in mean.items()},
                       "speedup": round(mean["fp32"] / mean["bf16_adaptor"], 2)}))
 

@@ -17,24 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 
 SHAPES = {"mlp_linear1": (1920, 2048), "mlp_linear2": (2048, 576), "ctc_scores": (576, 8704)}
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what :mod:`platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def seconds(a: torch.Tensor, b: torch.Tensor, repeats: int) -> float:
@@ -52,11 +39,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
-    from omnishift.models.precision import native_bf16
+    from omnishift.models.precision import cpu_description
 
     g = torch.Generator().manual_seed(0)
-    out = {"cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(),
-           "native_bf16": native_bf16("cpu"), "threads": torch.get_num_threads(), "rows": args.rows, "shapes": {}}
+    out = {**cpu_description(), "threads": torch.get_num_threads(), "rows": args.rows, "shapes": {}}
     for name, (d_in, d_out) in SHAPES.items():
         a = torch.randn(args.rows, d_in, generator=g)  # rows, d_in
         b = torch.randn(d_in, d_out, generator=g)      # d_in, d_out

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 
@@ -38,6 +37,7 @@ def main() -> None:
     from omnishift.evaluate.qa import load_benchmark
     from omnishift.evaluate.wer import corpus_wer
     from omnishift.models.ctc_decode import BeamSettings
+    from omnishift.models.precision import cpu_description
     from omnishift.models.speech_llm import SpeechLLM
 
     torch.set_num_threads(args.threads)
@@ -57,7 +57,7 @@ def main() -> None:
         wer[name] = corpus_wer([(e.text, h) for e, h in zip(examples, hyps)])["wer"]
     print(json.dumps({"model": args.model, "benchmark": args.benchmark, "n": len(examples), "beam": args.beam,
                       "lm_weight": args.lm_weight, "length_bonus": args.length_bonus, "threads": args.threads,
-                      "cpu": platform.processor() or platform.machine(),
+                      **cpu_description(),
                       "s_per_clip": {k: round(v, 4) for k, v in secs.items()},
                       "wer": {k: round(v, 4) for k, v in wer.items()},
                       "slowdown_beam_lm_vs_greedy": round(secs["beam_lm"] / max(secs["greedy"], 1e-9), 1)}, indent=2))

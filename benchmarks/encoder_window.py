@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -38,6 +37,7 @@ def main() -> None:
     from omnishift.data.synth import SynthConfig, synthesize
     from omnishift.models.defaults import load_encoder
     from omnishift.models.encoder import encode_clips
+    from omnishift.models.precision import cpu_description
     from omnishift.models.processor import FramePolicy
 
     torch.set_num_threads(args.threads)
@@ -65,7 +65,7 @@ def main() -> None:
         "s_per_clip": {"30s_window (pad30/trim)": round(out["trim"], 4), "clip_window": round(out["clip"], 4)},
         "speedup_clip_vs_30s": round(out["trim"] / out["clip"], 1),
         "mean_rel_diff_clip_vs_trim": round(diff, 3),
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "machine": {**cpu_description(), "torch": torch.__version__},
     }, indent=2))
 
 

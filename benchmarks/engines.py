@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ from synth import SENTENCES  # noqa: E402
 
 from omnishift.align.augment import AugmentConfig  # noqa: E402
 from omnishift.align.voices import ENGINES  # noqa: E402
+from omnishift.models.precision import cpu_description  # noqa: E402
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
         if base:
             v["cost_vs_espeak"] = round(base / v["audio_seconds_per_wall_second"], 2)
     print(json.dumps({"engines": out, "missing": missing, "sentences": len(SENTENCES), "threads": 1,
-                      "machine": platform.processor() or platform.machine()}, indent=1))
+                      "machine": cpu_description()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -51,6 +50,7 @@ def main() -> None:
     args = p.parse_args()
 
     from omnishift.data.synth import SAMPLE_RATE, SynthConfig, _engine, synth_manifest, synthesize
+    from omnishift.models.precision import cpu_description
 
     cfg = SynthConfig()
     t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def main() -> None:
         "config": {"voice": cfg.voice, "rate": cfg.rate, "pitch": cfg.pitch},
         "espeak_ng": _engine().version,
         "repeats": args.repeats,
-        "cpu": platform.processor() or platform.machine(),
+        **cpu_description(),
         "cpu_count": os.cpu_count(),
     }, indent=2))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import platform
 
 import torch
 
@@ -39,6 +40,27 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     if not checks:  # an older or newer torch without these probes: oneDNN's own answer
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return any(c() for c in checks)
+
+
+def cpu_description() -> dict:
+    """What a timing was measured on: the CPU's model name, PyTorch's CPU capability, native bfloat16.
+
+    Why: two machines of one kind can report the same model name ("AMD EPYC") with and without
+    AVX512-BF16, and an alignment step's cost differs by the precision options' speed-up between them;
+    benchmarks and recipe timings record this beside their seconds.
+
+    Returns:
+        ``{"cpu": str, "capability": str, "native_bf16": bool}``; ``cpu`` from ``/proc/cpuinfo`` on Linux,
+        else :func:`platform.processor`.
+    """
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor() or platform.machine(),
+            "capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native_bf16("cpu")}
 
 
 def bf16_options(options) -> list[str]:

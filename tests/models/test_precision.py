@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from omnishift.align.objectives import CTCOptions
-from omnishift.models.precision import bf16_options, native_bf16, warn_slow_bf16
+from omnishift.models.precision import bf16_options, cpu_description, native_bf16, warn_slow_bf16
 
 
 def test_bf16_options_lists_only_true_bf16_fields():
@@ -43,3 +43,24 @@ def test_native_bf16_agrees_with_the_cpu_probes():
         assert native_bf16("cpu") == any(probes)
     assert isinstance(native_bf16("cpu"), bool)
     assert native_bf16("meta") is True
+
+
+def test_cpu_description_names_the_cpu_and_its_bfloat16(monkeypatch):
+    d = cpu_description()
+    assert set(d) == {"cpu", "capability", "native_bf16"}
+    assert d["cpu"] and d["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert d["native_bf16"] == native_bf16("cpu")
+
+    import builtins
+    import platform
+
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *a, **k):
+        if str(path) == "/proc/cpuinfo":
+            raise OSError("not Linux")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    monkeypatch.setattr(platform, "processor", lambda: "Test CPU 9000")
+    assert cpu_description()["cpu"] == "Test CPU 9000"
