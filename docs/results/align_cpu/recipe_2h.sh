@@ -6,10 +6,6 @@
 # (pip install -e ".[piper,pico]").
 #   nohup bash docs/results/align_cpu/recipe_2h.sh > runs/align/recipe_2h.log 2>&1 &
 set -euo pipefail
-timed() { local t0=$SECONDS; "$@"; echo "[recipe] $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s: $*"; }
-SIL="--texts questions+responses --lead-silence 0.4 --trail-silence 0.5"
-timed omnishift align-data --out runs/align/set_pico8k --n 8000 --seed 1 --engines pico
-timed omnishift align-data --out runs/align/set_sil8k --n 8000 --seed 3 --engines espeak=3,pico=1 $SIL
-timed omnishift align-data --out runs/align/set_piper8k --n 8000 --seed 5 --engines piper $SIL
+source "$(dirname "$0")/recipe_sets.sh"   # the three sets, and `timed`
 timed omnishift align configs/align/ctc2h_mlp.yaml --resume
 timed omnishift align configs/align/ctc2h_grow.yaml --resume
