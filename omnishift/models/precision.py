@@ -2,8 +2,8 @@
 
 Why: the alignment options ``bf16_logits`` and ``bf16_adaptor`` are 1.5-1.9x faster on CPUs with
 AVX512-BF16 or AMX (``docs/benchmarks.md``), but on a CPU without them (AVX2 only) PyTorch runs
-bfloat16 matrix products on a slow path, measured at about 10-40x slower than float32
-(``benchmarks/bf16_matmul.py``). A config written on one machine kind then turns a 2-hour run into
+bfloat16 matrix products on a slow path: about 16x slower than float32 on a small product there
+(``docs/benchmarks.md``; ``benchmarks/bf16_matmul.py`` measures it on any machine). A config written on one machine kind then turns a 2-hour run into
 a day on another, with nothing said; the run's numbers would also differ from float32's. So the
 choice stays the config's (a run must not change its arithmetic with the machine), and the trainer
 says loudly when it is the slow one.
@@ -47,7 +47,7 @@ def cpu_description() -> dict:
 
     Why: two machines of one kind can report the same model name ("AMD EPYC") with and without
     AVX512-BF16, and an alignment step's cost differs by the precision options' speed-up between them;
-    benchmarks and recipe timings record this beside their seconds.
+    the benchmarks record this beside their seconds.
 
     Returns:
         ``{"cpu": str, "capability": str, "native_bf16": bool}``; ``cpu`` from ``/proc/cpuinfo`` on Linux,
