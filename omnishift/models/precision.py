@@ -1,12 +1,12 @@
 """Whether this machine computes bfloat16 natively, and a warning where it does not.
 
-Why: the alignment options ``bf16_logits`` and ``bf16_adaptor`` are 1.5-1.9x faster on CPUs with
+Why: the alignment options ``bf16_logits`` and ``bf16_adaptor`` are 1.4-1.9x faster on CPUs with
 AVX512-BF16 or AMX (``docs/benchmarks.md``), but on a CPU without them (AVX2 only) PyTorch runs
 bfloat16 matrix products on a slow path: about 16x slower than float32 on a small product there
-(``docs/benchmarks.md``; ``benchmarks/bf16_matmul.py`` measures it on any machine). A config written on one machine kind then turns a 2-hour run into
-a day on another, with nothing said; the run's numbers would also differ from float32's. So the
-choice stays the config's (a run must not change its arithmetic with the machine), and the trainer
-says loudly when it is the slow one.
+(``docs/benchmarks.md``; ``benchmarks/bf16_matmul.py`` measures it on any machine). A config written
+on one machine kind then turns a 2-hour run into a day on another, with nothing said; the run's
+numbers would also differ from float32's. So the choice stays the config's (a run must not change
+its arithmetic with the machine), and the trainer says loudly when it is the slow one.
 """
 
 from __future__ import annotations
