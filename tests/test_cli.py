@@ -94,3 +94,37 @@ def test_train_rerun_without_resume_says_how(tmp_path, capsys):
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume" in err and "Traceback" not in err
+
+
+def _huge_page_probe(env_value: str | None) -> tuple[str, int]:
+    """In a fresh interpreter: import the CLI, fill a 64 MB tensor; return the variable and AnonHugePages (kB)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, re
+        import omnishift.cli, torch
+        x = torch.empty(64 << 20, dtype=torch.uint8)
+        x.fill_(1)
+        kb = sum(int(m) for m in re.findall(r"AnonHugePages:\\s+(\\d+) kB", open("/proc/self/smaps_rollup").read()))
+        print(os.environ["THP_MEM_ALLOC_ENABLE"], kb)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if env_value is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = env_value
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    return out[0], int(out[1])
+
+
+def test_cli_asks_torch_for_huge_pages_unless_the_user_said_otherwise():
+    from pathlib import Path
+
+    value, huge_kb = _huge_page_probe(None)
+    assert value == "1"
+    off_value, off_kb = _huge_page_probe("0")
+    assert off_value == "0"
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if mode.is_file() and "[madvise]" in mode.read_text() and Path("/proc/self/smaps_rollup").is_file():
+        assert huge_kb >= 2048 and off_kb == 0  # torch madvised the 64 MB tensor only when asked
