@@ -36,14 +36,14 @@ def _init_worker(model_dir: str, feature_cache: str, threads: int | None) -> Non
 def _decode(task: tuple[str, list[str]]) -> tuple[int, int]:
     """Decode one batch of clips (``("cached" | "raw", paths)``) in a worker; returns (hits, misses)."""
     from omnishift.data.audio import load_audio
-    from omnishift.models.processor import _load_states
+    from omnishift.models.processor import load_states
 
     how, paths = task
     model = _W["model"]
     before = (model.token_cache.hits, model.token_cache.misses)
     audios = [load_audio(p) for p in paths]
     if how == "cached":
-        model.clip_tokens([_load_states(f) for f in _W["features"].states(audios)])
+        model.clip_tokens([load_states(f) for f in _W["features"].states(audios)])
     else:
         for a in audios:
             model.ctc_compress(a)

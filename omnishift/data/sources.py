@@ -204,9 +204,21 @@ def load_source(spec: str, limit: int | None = None, data_dir: str | Path | None
         if not Path(spec).is_file():
             raise FileNotFoundError(f"manifest {spec} not found" + (" (it is a folder)" if Path(spec).is_dir() else "")
                                     + ": check the path, or build one with `omnishift data ...`")
-        rows = read_manifest(spec)[:limit] if limit else read_manifest(spec)
+        rows = read_manifest(spec)[:limit] if limit is not None else read_manifest(spec)
         if not rows:
             raise ValueError(f"manifest {spec} has no rows: nothing to read")
         return rows
     raise ValueError(f"unknown data source {spec!r}: use llama_questions, web_questions[:split], "
                      "instructions:<name>, hf:<id>[:split] or a .jsonl manifest path")
+
+
+def source_fingerprint(spec: str, limit: int | None = None, data_dir: str | Path | None = None) -> str:
+    """A source by content: every row's id, text, response, answers and audio bytes (what a stage
+    that reads it computes from), so that an edited manifest or recording is never mistaken for
+    the one a finished unit was made from."""
+    from omnishift.fingerprint import fingerprint
+    from omnishift.reuse import content_sha256
+
+    rows = load_source(spec, limit=limit, data_dir=data_dir)
+    return fingerprint([[e.id, e.text, e.response, e.answers, content_sha256(e.audio) if e.audio else None]
+                        for e in rows])

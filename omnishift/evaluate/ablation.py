@@ -6,9 +6,10 @@ For each rank r the training config is taken as given and only the method change
 modes into ``OUT/r{r}/eval/<benchmark>/<mode>``, and ``OUT/table3.md`` / ``.csv`` put the ranks
 side by side (rows ``r=8``, ``r=16``, ...).
 
-Resumable at every level: a finished training (``final/`` exists) is not repeated and a killed one
-resumes from its last checkpoint (``train(..., resume=True)``); an evaluation whose summary covers
-all its items is skipped without loading the model, and a partial one resumes item by item.
+Resumable at every level, by one rule (:func:`omnishift.reuse.reuse_unit`): a training or an
+evaluation folder is reused or resumed only when the content fingerprint of what makes it (config,
+data rows and audio, starting model; model folder, benchmark items, prompt, answer length) is the one
+it recorded; one made from other inputs is refused (or, in the pipeline under ``--redo``, redone).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 from pathlib import Path
 
-from omnishift.evaluate.qa import BenchmarkSelection, EvalSettings, build_eval_items, evaluate, finished_summary
+from omnishift.evaluate.qa import BenchmarkSelection, EvalSettings, build_eval_items, evaluate, item_key
 from omnishift.evaluate.table import MODES, accuracy_csv, accuracy_table, benchmark_key
 from omnishift.paths import atomic_write_text
 from omnishift.tables import Table, to_markdown
@@ -35,7 +36,7 @@ def rank_overrides(r: int, out: str | Path) -> list[str]:
 
 def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out: str | Path, *,
                 overrides: list[str] = (), modes=("t2t", "s2t"), selection: BenchmarkSelection | None = None,
-                settings: EvalSettings | None = None) -> tuple[Path, Path]:
+                settings: EvalSettings | None = None, reuse=None) -> tuple[Path, Path]:
     """Train and evaluate LoRA at each rank; write the Table-3-shaped comparison.
 
     Args:
@@ -47,39 +48,54 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
         modes: evaluation modes.
         selection: which benchmark items (default: all).
         settings: evaluation settings (:func:`evaluate`).
+        reuse: ``reuse(folder, inputs, what, complete) -> bool`` deciding each unit (default:
+            :func:`omnishift.reuse.reuse_unit` refusing a unit made from other inputs).
 
     Returns:
         ``(table3.md, table3.csv)`` paths under ``out``.
     """
+    from omnishift.fingerprint import fingerprint
+    from omnishift.models.identity import folder_fingerprint
     from omnishift.models.speech_llm import SpeechLLM
     from omnishift.train.config import load_config
-    from omnishift.train.trainer import train
+    from omnishift.train.trainer import train, training_inputs
 
     out = Path(out)
     if len(set(ranks)) != len(ranks) or not ranks:
         raise ValueError(f"ranks must be distinct and non-empty, got {ranks}")
+    reuse = reuse or _refuse_other_inputs
     # Load (and synthesize) every benchmark before hours of training, so a bad spec fails first.
     selection, settings = selection or BenchmarkSelection(), settings or EvalSettings()
     examples = {b: selection.load(b, modes) for b in benchmarks}
     for r in ranks:
         cfg = load_config(config, list(overrides) + rank_overrides(r, out))
-        final = Path(cfg.out_dir) / "final"
-        if not final.is_dir():
+        if not reuse(Path(cfg.out_dir), training_inputs(cfg), f"LoRA r={r} training",
+                     lambda d: (d / "final").is_dir()):
             log.info("rank %d: training into %s", r, cfg.out_dir)
-            final = train(cfg, resume=True)
-        model = None
+            train(cfg, resume=True)
+        final, model = Path(cfg.out_dir) / "final", None
         for b, exs in examples.items():
             for mode in modes:
+                items = build_eval_items(exs, mode, prompt=settings.prompt)
                 items_dir = out / f"r{r}" / "eval" / Path(b).stem / mode
-                if finished_summary(items_dir, len(exs)) is None:
+                inputs = {"model": folder_fingerprint(final), "items": fingerprint([item_key(it) for it in items]),
+                          "mode": mode, "prompt": settings.prompt, "max_new_tokens": settings.max_new_tokens}
+                if not reuse(items_dir, inputs, f"evaluation of LoRA r={r} on {b} {mode}",
+                             lambda d: (d / "summary.json").is_file()):
                     model = model or SpeechLLM.from_pretrained(final)
-                    evaluate(model, build_eval_items(exs, mode, prompt=settings.prompt), items_dir, settings,
-                             label=f"lora r={r} {mode}",
+                    evaluate(model, items, items_dir, settings, label=f"lora r={r} {mode}",
                              meta={"model": str(final), "benchmark": b, "mode": mode,
                                    "prompt": settings.prompt, **selection.meta(), "lora_r": r})
         del model
     t, text = rank_table(out)
     return atomic_write_text(out / "table3.md", to_markdown(t)), atomic_write_text(out / "table3.csv", text)
+
+
+def _refuse_other_inputs(folder: Path, inputs: dict, what: str, complete) -> bool:
+    from omnishift.reuse import reuse_unit
+
+    return reuse_unit(folder, inputs, what=what, redo=False, complete=complete,
+                      fix="ablate into a new --out folder (or delete this one)")
 
 
 def rank_table(out: str | Path) -> tuple[Table, str]:

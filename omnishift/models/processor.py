@@ -75,7 +75,7 @@ class FramePolicy:
         return self.encoder_frames(num_samples, sample_rate) // self.k
 
 
-def _load_states(x) -> torch.Tensor:
+def load_states(x) -> torch.Tensor:
     """Encoder states given as a tensor or as a feature-cache safetensors file."""
     if isinstance(x, torch.Tensor):
         return x
@@ -166,7 +166,7 @@ class SpeechLLMProcessor:
                     frames = self.frame_policy.encoder_frames(len(audio))
                     speech_audio.append(np.asarray(audio, dtype=np.float32))
                 else:  # cached encoder output (a tensor, or a feature-cache file)
-                    states = _load_states(audio)  # frames, C
+                    states = load_states(audio)  # frames, C
                     frames = states.shape[0]
                     speech_states.append(states)
                 n_emb = frames // self.frame_policy.k

@@ -346,10 +346,10 @@ class SpeechLLM(nn.Module):
         Args:
             clip: raw 16 kHz audio, or its encoder states ``(frames, C)`` (tensor or feature-cache file).
         """
-        from omnishift.models.processor import _load_states
+        from omnishift.models.processor import load_states
 
         if isinstance(clip, (torch.Tensor, str, Path)):
-            states = _load_states(clip).float()
+            states = load_states(clip).float()
         else:  # raw samples
             states = self.encode_audio([clip])[0]
         table = self.llm.get_input_embeddings().weight

@@ -36,7 +36,8 @@ import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
 from omnishift.pipeline.stages import STAGES
-from omnishift.schema import ConfigError, build, read_yaml
+from omnishift.schema import (AT_LEAST_1, NON_NEGATIVE, NONE_OR_AT_LEAST_1, POSITIVE, ConfigError, build, read_yaml,
+                              require)
 
 BASELINES = ("no_ft", "cascade")
 
@@ -276,8 +277,15 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
                           "(no omnishift_config.json); run omnishift align first")
     if (cfg.align.config is not None or cfg.align.model is not None) and not cfg.model.ctc_head:
         raise ConfigError(f"{origin}: align needs model.ctc_head: true (the CTC objective scores the LLM's vocabulary)")
-    if cfg.align.n < 1:
-        raise ConfigError(f"{origin}: align.n must be >= 1, got {cfg.align.n}")
+    require(cfg, origin, ("data.train_limit", NONE_OR_AT_LEAST_1), ("data.heldout_limit", AT_LEAST_1),
+            ("data.rate", AT_LEAST_1), ("importance.limit", NONE_OR_AT_LEAST_1), ("importance.batch_size", AT_LEAST_1),
+            ("importance.max_response_tokens", AT_LEAST_1), ("importance.fraction", POSITIVE),
+            ("deactivation.limit", AT_LEAST_1), ("deactivation.batch_size", AT_LEAST_1),
+            ("deactivation.max_response_tokens", AT_LEAST_1), ("align.n", AT_LEAST_1), ("align.workers", NON_NEGATIVE),
+            ("evaluate.batch_size", AT_LEAST_1), ("evaluate.max_new_tokens", AT_LEAST_1),
+            ("evaluate.listening", NON_NEGATIVE))
+    if cfg.evaluate.prompt not in ("instruction", "plain"):
+        raise ConfigError(f"{origin}: evaluate.prompt: {cfg.evaluate.prompt!r} unknown; use instruction or plain")
     methods = {}
     for label, spec in (cfg.train.methods or {}).items():
         spec = build(MethodSpec, spec, f"train.methods.{label}", origin)
@@ -295,7 +303,8 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
     for name, spec in (cfg.evaluate.benchmarks or {}).items():
         if isinstance(spec, str):
             spec = {"source": spec}
-        benches[str(name)] = build(BenchmarkSpec, spec, f"evaluate.benchmarks.{name}", origin)
+        benches[str(name)] = b = build(BenchmarkSpec, spec, f"evaluate.benchmarks.{name}", origin)
+        require(b, f"{origin}: evaluate.benchmarks.{name}", ("limit", NONE_OR_AT_LEAST_1), ("subset", NONE_OR_AT_LEAST_1))
     cfg.evaluate.benchmarks = benches
     for m in cfg.evaluate.modes:
         if m not in ("t2t", "s2t"):

@@ -1,11 +1,15 @@
 """Run an experiment stage by stage, resumably: ``OUT_ROOT/NAME/STAGE/`` + a ``DONE`` marker each.
 
-A stage is finished when its folder holds ``DONE`` (JSON: when, how long, what it made), written
-atomically as the stage's last act. A rerun skips finished stages and calls an unfinished one
-again; every stage is idempotent and resumes its own units (a scored modality, a trained method,
-an evaluated benchmark × mode) from what is on disk, and training and evaluation resume inside a
-unit too (checkpoints, ``items.jsonl``). So a run can span several sittings: kill it, run the same
-command again.
+A stage is finished when its folder holds ``DONE``, written atomically as the stage's last act,
+after every unit under it was checked (:meth:`Context.reuse`). The marker records what produced the
+stage: the fingerprint of the config keys it reads, the content fingerprints of what it reads from
+outside the run (``Stage.inputs``), and the output fingerprints of the stages it read
+(``Stage.after``); and the fingerprint of its own outputs, which later stages record in turn. A
+rerun skips a finished stage only while all of that still holds; a stale one is refused by name
+(``--redo STAGE`` redoes it, ``--accept-stale`` keeps it) or, for a cheap derived stage (the
+report, the figures), simply run again. An unfinished stage resumes its units from what is on disk
+(checkpoints, ``items.jsonl``), so a run can span several sittings: kill it, run the same command
+again.
 
 Progress goes to stderr (stage i/N, unit i/n with an ETA from the units done so far) and to
 ``NAME/progress.json``; the trainer's and evaluator's tqdm bars show the steps inside a unit.
@@ -21,7 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from omnishift import runs
+from omnishift.fingerprint import fingerprint as content_key
 from omnishift.paths import atomic_write_text
+from omnishift.reuse import BOOKKEEPING, content_sha256
 from omnishift.runs import DONE
 from omnishift.pipeline.config import ExperimentConfig, dump_experiment
 from omnishift.pipeline.stages import STAGES, Context, stage_keys
@@ -117,9 +123,7 @@ def _hash(obj) -> str:
 
 def fingerprint(cfg: ExperimentConfig, stage: str | None = None) -> str:
     """Hash of what the experiment computes (the report title excluded), or, with ``stage``, of
-    the config keys that stage's outputs depend on (:func:`stage_keys`). The whole-experiment hash
-    is also what ``DONE`` markers carried before per-stage fingerprints: still a match when the
-    config is unchanged since."""
+    the config keys that stage's outputs depend on (:func:`stage_keys`)."""
     d = _config_dict(cfg)
     keys = stage_keys(stage) if stage is not None else None
     if keys is None:
@@ -151,6 +155,69 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+#: what a stage's output fingerprint leaves out: resume state that no later stage reads
+_NOT_OUTPUTS = BOOKKEEPING | {"checkpoints", "state", "tb", "progress.json"}
+
+
+def outputs_fingerprint(stage_folder: Path) -> str:
+    """Content fingerprint of what a finished stage made (recorded in its marker, read by later ones)."""
+    return content_sha256(stage_folder, skip=_NOT_OUTPUTS)
+
+
+class _Inputs:
+    """Each stage's outside inputs, fingerprinted once per run: ``{name: fingerprint}``."""
+
+    def __init__(self, ctx: Context):
+        self.ctx, self.memo = ctx, {}
+
+    def __call__(self, stage: str) -> dict:
+        if stage not in self.memo:
+            f = STAGES[stage].inputs
+            self.memo[stage] = {k: content_key(v) for k, v in (f(self.ctx) if f else {}).items()}
+        return self.memo[stage]
+
+
+def why_stale(run_dir: Path, stage: str, marker: dict, config_fp: str, inputs: _Inputs, rerun: set) -> list[str]:
+    """Why a finished stage no longer matches what would produce it now ([]: it still does)."""
+    why = []
+    if marker.get("config") != config_fp:
+        why.append(f"the config keys it reads changed (fingerprint {marker.get('config')} then, {config_fp} now)")
+    have, want = marker.get("inputs"), inputs(stage)
+    if have is None:
+        why.append("its marker records no inputs (finished by an older omnishift)")
+    elif changed := sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k)):
+        why.append(f"the content of what it reads changed: {changed}")
+    for dep in STAGES[stage].after:
+        if dep in rerun:
+            why.append(f"it reads stage {dep}, which runs again")
+        elif (marker.get("upstream") or {}).get(dep) != (read_marker(run_dir, dep) or {}).get("outputs"):
+            why.append(f"stage {dep} has other outputs than it read")
+    return why
+
+
+def _plan(run_dir: Path, todo: list[str], redo, fps: dict, inputs: _Inputs, accept_stale: bool) -> tuple[set, dict]:
+    """Which stages run (unfinished, redone, or stale and cheap to rebuild) and which stale ones are
+    kept (``--accept-stale``); raises naming every stale stage otherwise, before anything runs."""
+    rerun, kept, refused = set(), {}, {}
+    for s in todo:
+        marker = read_marker(run_dir, s)
+        if s in redo or marker is None:
+            rerun.add(s)
+            continue
+        why = why_stale(run_dir, s, marker, fps[s], inputs, rerun)
+        if why and STAGES[s].rebuild:
+            rerun.add(s)
+        elif why:
+            (kept if accept_stale else refused)[s] = why
+    if refused:
+        names = list(refused)
+        raise ValueError(f"{run_dir}: stages {names} were finished from other inputs than they would read now ("
+                         + "; ".join(f"{s}: {', '.join(w)}" for s, w in refused.items())
+                         + f"); rerun them with --redo {' '.join(names)}, keep their outputs with --accept-stale, "
+                         "or give the run a new name=")
+    return rerun, kept
+
+
 def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Callable | None = None,
                    stream=sys.stderr, stage: str | None = None, shard: tuple[int, int] | None = None,
                    accept_stale: bool = False) -> Path:
@@ -158,13 +225,13 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
 
     Args:
         cfg: the experiment (:func:`omnishift.pipeline.config.load_experiment`).
-        redo: stage names whose ``DONE`` marker is dropped first, so they run again (their units
-            that are complete on disk are still reused: delete a unit's folder to recompute it).
+        redo: stage names run again even if finished; their units made from other inputs than
+            now are emptied and redone, those made from the same inputs are reused.
         hook: ``hook(event, stage, detail)``, see :class:`Progress`.
         stream: progress lines (None: silent).
-        stage: run only this stage (skipped if finished, like any other).
-        accept_stale: keep finished stages whose ``DONE`` marker records another experiment config
-            (default: refuse, naming them, since their outputs no longer match ``experiment.yaml``).
+        stage: run only this stage (skipped if finished and current, like any other).
+        accept_stale: keep finished stages that no longer match what would produce them (default:
+            refuse, naming them and why, before anything runs).
         shard: ``(i, n)`` with ``stage`` in :data:`SHARDABLE`: run only this process's share of
             the stage's units and write no ``DONE`` marker; n processes (e.g. ``--shard 0/2`` and
             ``--shard 1/2``, single-threaded each) split the stage, and a plain run afterwards
@@ -173,8 +240,9 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
 
     Raises:
         ValueError: an unknown stage in ``redo`` or ``stage``, ``shard`` without a shardable
-            ``stage``; errors of the stages themselves (a stage whose inputs are missing names
-            the stage to run first).
+            ``stage``, stale finished stages; errors of the stages themselves (a stage whose
+            inputs are missing names the stage to run first; a unit made from other inputs outside
+            ``--redo`` names what changed).
     """
     stages = cfg.stage_list()
     for s in redo:
@@ -184,49 +252,52 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
         raise ValueError(f"--stage {stage!r} is not a stage of this experiment; its stages are {stages}")
     if shard is not None and stage not in SHARDABLE:
         raise ValueError(f"--shard needs --stage with one of {list(SHARDABLE)} (stages made of independent units)")
-    run_dir = cfg.run_dir
+    run_dir, todo = cfg.run_dir, [stage] if stage else stages
     fps = {s: fingerprint(cfg, s) for s in stages}
-    legacy = fingerprint(cfg)  # markers written before per-stage fingerprints
-    stale = [s for s in stages if s not in redo
-             and (read_marker(run_dir, s) or {}).get("config") not in (None, fps[s], legacy)]
-    if stale and not accept_stale:
-        was = {s: read_marker(run_dir, s).get("config") for s in stale}
-        raise ValueError(f"{run_dir}: stages {stale} were finished with another experiment config (fingerprints "
-                         f"{was} then, {({s: fps[s] for s in stale})} now); rerun them with --redo {' '.join(stale)}, "
-                         "keep their outputs with --accept-stale, or give the run a new name=")
+    progress = Progress(run_dir, stages, hook, stream)
+    ctx = Context(cfg, run_dir, progress, shard=shard, redo=redo)
+    inputs = _Inputs(ctx)
+    rerun, kept = _plan(run_dir, todo, set(redo), fps, inputs, accept_stale)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "experiment.yaml", dump_experiment(cfg))
     atomic_write_text(run_dir / "stages.json", json.dumps({s: STAGES[s].produces for s in stages}, indent=2) + "\n")
-    progress = Progress(run_dir, stages, hook, stream)
-    ctx = Context(cfg, run_dir, progress, shard=shard)
-    for s in redo:
-        (stage_dir(run_dir, s) / DONE).unlink(missing_ok=True)
-    if stale and stream is not None:
-        print(f"warning: keeping stages {stale}, finished with another experiment config (--accept-stale)",
-              file=stream, flush=True)
-    for st in [stage] if stage else stages:
-        marker = read_marker(run_dir, st)
-        if marker is not None:
-            progress.skipped(st, marker)
+    if kept and stream is not None:
+        print(f"warning: keeping stale stages {list(kept)} (--accept-stale): {kept}", file=stream, flush=True)
+    for st in todo:
+        if st not in rerun:
+            progress.skipped(st, read_marker(run_dir, st))
             continue
-        out = stage_dir(run_dir, st)
-        out.mkdir(parents=True, exist_ok=True)
-        progress.stage_start(st)
-        t0 = time.perf_counter()
-        info = STAGES[st].run(ctx, out) or {}
-        seconds = time.perf_counter() - t0
-        if shard is not None:  # a share of the units only: the plain run writes the marker
-            if stream is not None:
-                print(f"shard {shard[0]}/{shard[1]} of stage {st} finished in {_fmt_s(seconds)}; run without "
-                      "--shard to finish the stage", file=stream, flush=True)
+        _run_stage(ctx, st, fps[st], inputs)
+        if shard is not None:
             return run_dir
-        atomic_write_text(out / DONE, json.dumps({
-            "stage": st, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-            "seconds": round(seconds, 2), "config": fps[st], "produces": STAGES[st].produces, **info}, indent=2, default=str) + "\n")
-        progress.stage_done(st, seconds)
     html = run_dir / "report.html"
     if html.is_file():
         if stream is not None:
             print(f"report: {html.resolve()}", file=stream, flush=True)
         return html
     return run_dir
+
+
+def _run_stage(ctx: Context, st: str, config_fp: str, inputs: _Inputs) -> None:
+    """Run one stage; unless sharded, write its marker with what produced it and what it made."""
+    out = stage_dir(ctx.run_dir, st)
+    (out / DONE).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx.stage = st
+    read_now = inputs(st)  # what it reads from outside the run, before it reads it
+    ctx.progress.stage_start(st)
+    t0 = time.perf_counter()
+    info = STAGES[st].run(ctx, out) or {}
+    seconds = time.perf_counter() - t0
+    stream = ctx.progress.stream
+    if ctx.shard is not None:  # a share of the units only: the plain run writes the marker
+        if stream is not None:
+            print(f"shard {ctx.shard[0]}/{ctx.shard[1]} of stage {st} finished in {_fmt_s(seconds)}; run without "
+                  "--shard to finish the stage", file=stream, flush=True)
+        return
+    upstream = {d: (read_marker(ctx.run_dir, d) or {}).get("outputs") for d in STAGES[st].after}
+    atomic_write_text(out / DONE, json.dumps({
+        "stage": st, "finished": _dt.datetime.now().isoformat(timespec="seconds"), "seconds": round(seconds, 2),
+        "config": config_fp, "inputs": read_now, "upstream": upstream, "outputs": outputs_fingerprint(out),
+        "produces": STAGES[st].produces, **info}, indent=2, default=str) + "\n")
+    ctx.progress.stage_done(st, seconds)

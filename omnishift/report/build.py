@@ -202,7 +202,7 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                                   "of the spoken questions", ["Model", *[bench_title(b) for b in benches]],
                                   [[_display(r), *[f"{100 * heard[(r, b)]['wer']:.1f}%" if heard[(r, b)] else "-"
                                                    for b in benches]] for r in heard_rows]))
-        listen = {r: _json(run / "evaluate" / r / "listening.json") for r in order}
+        listen = {r: _json(run / "evaluate" / r / "listening" / "summary.json") for r in order}
         listen = {r: v for r, v in listen.items() if v}
         if listen:
             s.tables.append(Table("listening", "Does the model listen? Response perplexity on held-out items "

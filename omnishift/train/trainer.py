@@ -63,6 +63,28 @@ log = logging.getLogger(__name__)
 _RESUME_MAY_DIFFER = {("checkpoint",), ("loop", "log_every"), ("loop", "progress"), ("out_dir",)}
 
 
+def training_inputs(config: TrainConfig) -> dict:
+    """What a trained folder is made from, by content: the config (less what only says where and how
+    often it saves), the data rows and their audio, the starting model, and the files the method reads
+    (eq. 3 coefficients, text scores). A run folder is reused only when these match."""
+    from omnishift.data.sources import source_fingerprint
+    from omnishift.models.identity import config_fingerprint, folder_fingerprint
+    from omnishift.reuse import content_sha256
+    from omnishift.train.methods import METHODS
+
+    cfg = config.to_dict()
+    for path in _RESUME_MAY_DIFFER:
+        node = cfg
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    opts = config.method.options or {}
+    files = {o: content_sha256(opts[o]) for o in METHODS[config.method.name].inputs if opts.get(o) is not None}
+    start = folder_fingerprint(config.model) if isinstance(config.model, str) else config_fingerprint(config.model)
+    data = source_fingerprint(config.data.source, config.data.limit) if config.data.source else None
+    return {"config": cfg, "data": data, "start": start, "method_files": files}
+
+
 def build_model(config: TrainConfig):
     """The speech LLM named by ``config.model``: a fresh adaptor on the base models, or a saved folder."""
     from omnishift.models.speech_llm import SpeechLLM

@@ -257,7 +257,7 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
 
     md = build_report(run).with_suffix(".md").read_text()
     assert "What the adaptor hears" in md and "Aligned adaptor, frozen LLM" in md and "Adaptor alignment" in md
-    listen = json.loads((run / "evaluate" / "aligned" / "listening.json").read_text())
+    listen = json.loads((run / "evaluate" / "aligned" / "listening" / "summary.json").read_text())
     assert listen["n"] == 3 and listen["gain_nats"] == pytest.approx(
         __import__("math").log(listen["ppl_speech_mismatched"] / listen["ppl_speech"]))
     assert "Does the model listen?" in md
@@ -312,14 +312,21 @@ def test_adopted_aligned_folder_with_token_input(tmp_path, tiny_tokenizer):
 
     md = build_report(run).with_suffix(".md").read_text()
     assert f"Adaptor adopted from {src}" in md and "speech input ctc_top1" in md
-    # the source folder retrained after adoption: the run refuses to mix the two
+    # the source folder retrained after adoption: the finished run is stale, named before anything runs
     ad = load_file(src / "adaptor.safetensors")
     from safetensors.torch import save_file
 
     save_file({k: v + 1 for k, v in ad.items()}, src / "adaptor.safetensors")
-    run_experiment(experiment_from_dict(d, "test"), stream=None)  # finished: the run keeps its own copy
-    with pytest.raises(ValueError, match="new name"):
+    with pytest.raises(ValueError, match=r"stages \['align'\].*\['align.model'\].*--redo align"):
+        run_experiment(experiment_from_dict(d, "test"), stream=None)
+    with pytest.raises(ValueError, match=r"stages \['train', 'evaluate'\].*it reads stage align, which runs again.*"
+                                         r"--redo train evaluate"):
         run_experiment(experiment_from_dict(d, "test"), stream=None, redo=["align"])
+    assert json.loads((run / "align" / "run" / "summary.json").read_text()) == adopted  # refusals change nothing
+    run_experiment(experiment_from_dict(d, "test"), stream=None, redo=["align", "train", "evaluate"])
+    readopted = json.loads((run / "align" / "run" / "summary.json").read_text())
+    assert readopted["adaptor_sha256"] == weights_sha256(SpeechLLM.from_pretrained(src).adaptor) != adopted["adaptor_sha256"]
+    run_experiment(experiment_from_dict(d, "test"), stream=None)  # current again: nothing refused
 
 
 def test_adopted_aligned_folder_must_match_the_model_section(tmp_path, tiny_tokenizer):

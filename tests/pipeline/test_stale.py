@@ -31,13 +31,13 @@ def _cfg(tmp_path, batch_size):
 def test_changed_config_is_refused_then_redone_or_kept_on_request(tmp_path, hello):
     run_experiment(_cfg(tmp_path, 4), stream=None)
     before = (tmp_path / "x" / "experiment.yaml").read_text()
-    with pytest.raises(ValueError, match=r"stages \['hello'\] were finished with another experiment config.*"
+    with pytest.raises(ValueError, match=r"stages \['hello'\] were finished from other inputs.*config keys it reads changed.*"
                                          r"--redo hello.*--accept-stale"):
         run_experiment(_cfg(tmp_path, 8), stream=None)
     assert (tmp_path / "x" / "experiment.yaml").read_text() == before  # the refusal changed nothing
     err = io.StringIO()
     run_experiment(_cfg(tmp_path, 8), stream=err, accept_stale=True)
-    assert hello == [4] and "keeping stages ['hello']" in err.getvalue()
+    assert hello == [4] and "keeping stale stages ['hello']" in err.getvalue()
     run_experiment(_cfg(tmp_path, 8), redo=["hello"], stream=None)
     assert hello == [4, 8] and read_marker(tmp_path / "x", "hello")["produces"] == "a greeting"
     run_experiment(_cfg(tmp_path, 8), stream=None)  # now current: skipped without complaint
@@ -57,7 +57,7 @@ def test_a_stage_is_stale_only_when_what_it_depends_on_changed(tmp_path, monkeyp
                                      "data": {"train_limit": limit}, "evaluate": {"batch_size": batch_size}})
 
     run_experiment(cfg(), stream=None)
-    with pytest.raises(ValueError, match=r"stages \['second'\] were finished"):
+    with pytest.raises(ValueError, match=r"stages \[.second.\] were finished"):
         run_experiment(cfg(batch_size=8), stream=None)
     run_experiment(cfg(batch_size=8), redo=["second"], stream=None)
     assert calls == ["first", "second", "second"]
