@@ -126,8 +126,9 @@ def reuse_unit(folder: str | Path, inputs: dict, *, what: str, redo: bool, fix: 
     present = [p.name for p in folder.iterdir() if p.name != "CLAIM"] if folder.is_dir() else []
     if present:
         if not redo:
-            why = (f"was made from other inputs (changed: {_changed(old.get('inputs', {}), record['inputs'])})"
-                   if old else "holds results with no record of what made them")
+            why = ("holds results with no record of what made them" if old is None else
+                   f"was made from other inputs (changed: {_changed(old.get('inputs', {}), record['inputs'])})" if old
+                   else f"holds results whose record {UNIT} is unreadable")
             raise StaleUnitError(f"{folder}: this {what} {why}; {fix}")
         _empty(folder)
     folder.mkdir(parents=True, exist_ok=True)
