@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as e:
+    except (ValueError, OSError) as e:  # bad input or a file system that refuses: one line, no traceback
         print(f"omnishift {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ interrupted run never leaves a half-written manifest, WAV or checkpoint behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -63,9 +64,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _WRITE_LIMITS:
+            raise write_error(e, path) from None
         raise
     return path
 
@@ -143,7 +146,21 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     except PermissionError:
         raise PermissionError(f"{what} {path} is not writable: choose a folder you can write, "
                               "or fix its permissions") from None
+    except OSError as e:  # /proc, a read-only or full filesystem, ...
+        raise OSError(e.errno, f"{what} {path}: cannot create a file there ({e.strerror}); choose another {what}") from None
     return path
+
+
+_WRITE_LIMITS = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file size limit is reached (ulimit -f)",
+                 errno.EDQUOT: "the disk quota is reached"}
+
+
+def write_error(e: OSError, path) -> OSError:
+    """An OSError met while writing ``path``, said with the file and, for a full disk or a size
+    limit, the fix (what finished before is kept: rerunning the same command resumes)."""
+    hint = _WRITE_LIMITS.get(e.errno)
+    fix = f" ({hint}): free space or raise the limit, then rerun the same command to resume" if hint else ""
+    return OSError(e.errno, f"cannot write {path}: {e.strerror or e}{fix}")
 
 
 def read_jsonl_tolerant(path: Path) -> list[dict]:

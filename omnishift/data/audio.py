@@ -17,6 +17,8 @@ import numpy as np
 from omnishift.models.encoder import SAMPLE_RATE  # re-exported: Whisper's input rate
 
 MAX_SECONDS = 30.0
+#: peak below which a clip is digital silence (about 3 steps of 16-bit PCM): nothing can be heard in it
+SILENCE_PEAK = 1e-4
 
 
 class AudioError(ValueError):
@@ -101,9 +103,13 @@ def load_audio(source, *, item: str | None = None, max_seconds: float = MAX_SECO
         item: the item's id, used in error messages.
         max_seconds: longest accepted clip (Whisper's window is 30 s).
 
+    Digital silence is read (a silent clip is a legitimate, if unanswerable, input) with a warning
+    naming the item: Whisper "transcribes" silence as a word ("you"), so it would otherwise pass as
+    a question; evaluation also counts such items in its summary (:func:`is_silent`).
+
     Raises:
-        AudioError: missing/undecodable file, zero samples (an empty file; digital silence is
-            allowed), NaN/inf samples, or longer than ``max_seconds``.
+        AudioError: missing/undecodable file, zero samples (an empty file), NaN/inf samples, or
+            longer than ``max_seconds``.
     """
     label = f"item {item!r}" if item is not None else "audio"
     audio, sr = _read(source, label)
@@ -117,7 +123,17 @@ def load_audio(source, *, item: str | None = None, max_seconds: float = MAX_SECO
     if seconds > max_seconds:
         raise AudioError(f"{label}: audio is {seconds:.1f} s, longer than the {max_seconds:g} s Whisper window; "
                          "trim or split the clip")
+    if is_silent(audio):
+        import logging
+
+        logging.getLogger(__name__).warning("%s: audio is digital silence (%.1f s, peak %.1e): nothing in it can be "
+                                            "heard; check the recording", label, seconds, float(np.abs(audio).max()))
     return resample(audio, sr)
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    """Whether a clip is digital silence (peak below :data:`SILENCE_PEAK`)."""
+    return audio.size > 0 and float(np.abs(audio).max()) < SILENCE_PEAK
 
 
 def audio_duration(path: str | Path) -> float:

@@ -41,8 +41,9 @@ def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir
         raise ValueError(f"{spec}: an HF dataset's audio is decoded to WAV files: set the audio folder "
                          "(data.audio_dir for training, --audio-dir for importance)")
     loaded = load_source(spec, limit=limit, **extra)
-    examples = [e for e in loaded if e.response]
-    no_response = [e.id for e in loaded if not e.response]
+    has_response = lambda e: bool(e.response and e.response.strip())  # noqa: E731  (whitespace is no answer)
+    examples = [e for e in loaded if has_response(e)]
+    no_response = [e.id for e in loaded if not has_response(e)]
     if not examples:
         raise ValueError(f"{spec}: none of its {len(loaded)} examples has a response; training, importance and "
                          "perplexity need prompt/response pairs (add a 'response' or 'output' field)")

@@ -29,6 +29,7 @@ from omnishift.evaluate.qa import EvalSettings, build_eval_items, evaluate
 from omnishift.evaluate.wer import corpus_wer, word_errors
 from omnishift.models.encoder import SAMPLE_RATE
 from omnishift.models.processor import t2t_prompt
+from omnishift.paths import read_jsonl_tolerant
 
 
 class WhisperASR:
@@ -89,38 +90,42 @@ class WhisperASR:
 
 def transcribe_examples(asr: WhisperASR, examples, cache_file: str | Path, batch_size: int = 8,
                         progress: bool = True) -> tuple[dict[str, str], float]:
-    """Transcripts of ``examples`` by id, read from / appended to ``cache_file``.
+    """Transcripts of ``examples``, read from / appended to ``cache_file``.
+
+    A cached transcript is reused only for the same audio bytes and ASR model (its ``key``), never
+    by item id alone: an edited recording under an old id is transcribed again.
 
     Returns:
-        ``({id: transcript}, seconds spent transcribing in this call)``.
+        ``({id: {"transcript", "silent_audio"}}, seconds spent transcribing in this call)``.
     """
     from tqdm.auto import tqdm
 
-    from omnishift.data.audio import load_audio
+    from omnishift.data.audio import is_silent, load_audio
+    from omnishift.fingerprint import fingerprint
+    from omnishift.reuse import content_sha256
 
+    for e in examples:
+        if not e.audio:
+            raise ValueError(f"item {e.id!r} has no audio for the cascade: synthesize it (--audio-dir)")
+    keys = {e.id: fingerprint({"audio": content_sha256(e.audio), "asr": asr.name}) for e in examples}
     cache_file = Path(cache_file)
     cache = {}
     if cache_file.is_file():
-        for line in cache_file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                r = json.loads(line)
-                cache[r["id"]] = r["transcript"]
-    todo = [e for e in examples if e.id not in cache]
-    for e in todo:
-        if not e.audio:
-            raise ValueError(f"item {e.id!r} has no audio for the cascade: synthesize it (--audio-dir)")
+        for r in read_jsonl_tolerant(cache_file):
+            cache[r.get("key")] = r
+    todo = [e for e in examples if keys[e.id] not in cache]
     t0 = time.perf_counter()
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     with open(cache_file, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="asr", disable=not progress) as bar:
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
-            texts = asr.transcribe([load_audio(e.audio, item=e.id) for e in chunk], batch_size=batch_size)
-            for e, t in zip(chunk, texts):
-                cache[e.id] = t
-                f.write(json.dumps({"id": e.id, "transcript": t}, ensure_ascii=False) + "\n")
+            audios = [load_audio(e.audio, item=e.id) for e in chunk]
+            for e, a, t in zip(chunk, audios, asr.transcribe(audios, batch_size=batch_size)):
+                cache[keys[e.id]] = r = {"id": e.id, "key": keys[e.id], "transcript": t, "silent_audio": is_silent(a)}
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
             bar.update(len(chunk))
-    return {e.id: cache[e.id] for e in examples}, time.perf_counter() - t0
+    return {e.id: cache[keys[e.id]] for e in examples}, time.perf_counter() - t0
 
 
 def evaluate_cascade(model, asr: WhisperASR, examples, out_dir: str | Path, settings: EvalSettings | None = None, *,
@@ -147,10 +152,12 @@ def evaluate_cascade(model, asr: WhisperASR, examples, out_dir: str | Path, sett
                                                    settings.asr_batch_size, settings.progress)
     items = build_eval_items(examples, "t2t", prompt=prompt)  # validates answers; question = reference text
     for it in items:
-        heard = transcripts[it["id"]]
+        heard = transcripts[it["id"]]["transcript"]
         errors, words = word_errors(it["question"], heard)
         it["prompt"] = t2t_prompt(heard) if prompt == "instruction" else heard
         it["extra"] = {"transcript": heard, "word_errors": errors, "reference_words": words}
+        if transcripts[it["id"]]["silent_audio"]:
+            it["extra"]["silent_audio"] = True  # Whisper "hears" a word in silence: counted in the summary
     w = corpus_wer([(it["question"], it["extra"]["transcript"]) for it in items])
     asr_meta = {"asr_model": asr.name, "asr_decoding": "greedy, beam 1, English, no timestamps",
                 "wer": w["wer"], "asr_errors": w["errors"], "asr_reference_words": w["reference_words"],

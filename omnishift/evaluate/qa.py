@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from omnishift.evaluate.scoring import bootstrap_ci, is_correct
 from omnishift.models.processor import s2t_prompt, t2t_prompt
-from omnishift.paths import atomic_write_text, read_jsonl_tolerant
+from omnishift.claims import claimed, holder
+from omnishift.paths import atomic_write_text, read_jsonl_tolerant, write_error
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def load_benchmark(spec: str, modes=("t2t",), limit: int | None = None, subset: 
 
 def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[dict]:
     """Processor items plus bookkeeping (id, question, references) for one mode."""
-    from omnishift.data.audio import load_audio
+    from omnishift.data.audio import is_silent, load_audio
 
     if mode not in ("t2t", "s2t"):
         raise ValueError(f"mode {mode!r} unknown: use t2t or s2t")
@@ -106,6 +107,8 @@ def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[d
             if not e.audio:
                 raise ValueError(f"item {e.id!r} has no audio for S2T: synthesize it with `omnishift synth`")
             item["prompt"], item["audio"] = s2t_prompt(), load_audio(e.audio, item=e.id)
+            if is_silent(item["audio"]):
+                item["extra"] = {**item.get("extra", {}), "silent_audio": True}  # recorded and counted
         items.append(item)
     return items
 
@@ -217,11 +220,19 @@ def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettin
         The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``
         plus ``meta``).
     """
+    out_dir = Path(out_dir)
+    with claimed(out_dir, wait=False) as mine:  # two evaluators appending to one items.jsonl would answer twice
+        if not mine:
+            h = holder(out_dir) or {}
+            raise FileExistsError(f"{out_dir}: process {h.get('pid')} on {h.get('host')} is evaluating into this folder; "
+                                  "wait for it to finish (then rerun to resume) or use another --out")
+        return _evaluate(model, items, out_dir, settings or EvalSettings(), label, meta)
+
+
+def _evaluate(model, items: list[dict], out_dir: Path, settings: EvalSettings, label: str, meta: dict | None) -> dict:
     from omnishift.fingerprint import check_produced_by, model_identity
 
-    settings = settings or EvalSettings()
     batch_size, max_new_tokens, feature_cache = settings.batch_size, settings.max_new_tokens, settings.feature_cache
-    out_dir = Path(out_dir)
     check_produced_by(out_dir, {"model": model_identity(model), "max_new_tokens": max_new_tokens}, "evaluation",
                       "evaluate into a new --out folder (or delete this one)", results=("items.jsonl", "summary.json"))
     done_file = out_dir / "items.jsonl"
@@ -237,6 +248,26 @@ def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettin
         todo = EncoderFeatureCache(feature_cache, model).attach(todo)  # audio -> encoder_states (a cache file)
         model.use_token_cache(Path(feature_cache) / "ctc_tokens")  # beam-decoded CTC input, if any
     t0 = time.perf_counter()
+    try:
+        _answer_all(model, todo, items, done, keys, done_file, settings, label)
+    except OSError as e:
+        raise write_error(e, done_file) from None
+    seconds = time.perf_counter() - t0
+    verdicts = [done[it["id"]]["correct"] for it in items]
+    lo, hi = bootstrap_ci(verdicts)
+    summary = {"label": label, **(meta or {}), "n": len(verdicts), "correct": int(sum(verdicts)),
+               "accuracy": sum(verdicts) / len(verdicts), "ci95": [lo, hi], "max_new_tokens": max_new_tokens,
+               "batch_size": batch_size, "seconds": round(seconds, 2),
+               "questions_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
+               "silent_audio": sum(1 for it in items if it.get("extra", {}).get("silent_audio"))}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _answer_all(model, todo: list[dict], items: list[dict], done: dict, keys: dict, done_file: Path,
+                settings: EvalSettings, label: str) -> None:
+    """Generate the answers of ``todo``, each appended to ``done_file`` as soon as it completes."""
+    batch_size, max_new_tokens = settings.batch_size, settings.max_new_tokens
     with open(done_file, "a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(items) - len(todo),
                                                            desc=f"eval {label}".strip(), disable=not settings.progress) as bar:
         def record(it: dict, out: str) -> None:
@@ -259,12 +290,3 @@ def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettin
                     record(it, out)
                 f.flush()
                 bar.update(len(batch["input_ids"]))
-    seconds = time.perf_counter() - t0
-    verdicts = [done[it["id"]]["correct"] for it in items]
-    lo, hi = bootstrap_ci(verdicts)
-    summary = {"label": label, **(meta or {}), "n": len(verdicts), "correct": int(sum(verdicts)),
-               "accuracy": sum(verdicts) / len(verdicts), "ci95": [lo, hi], "max_new_tokens": max_new_tokens,
-               "batch_size": batch_size, "seconds": round(seconds, 2),
-               "questions_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary

@@ -134,6 +134,10 @@ class SpeechLLM(nn.Module):
             if not config.ctc_head:
                 raise ValueError(f"speech_input {config.speech_input!r} needs an adaptor with a CTC head (ctc_head: true)")
             self.processor.speech_compressor = self.ctc_compress
+        if config.ctc_decoding and not config.ctc_head:
+            raise ValueError(f"ctc_decoding {config.ctc_decoding} (the --ctc-* flags) reads the CTC path of an adaptor "
+                             "with a CTC head, and this model has none (ctc_head: false): drop the --ctc-* flags, or "
+                             "align an adaptor with a CTC head (omnishift align)")
         self.beam_settings = beam_settings(config.ctc_decoding)
         self._lm_context = None
         self.token_cache = None  # a CTCTokenCache (use_token_cache): beam-decoded tokens per clip

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from omnishift.paths import atomic_write_text
-from omnishift.pipeline.claims import claimed
+from omnishift.claims import claimed
 from omnishift.pipeline.context import Context
 from omnishift.pipeline.importance_stages import load_trained
 from omnishift.pipeline.train_stage import _config_dict, train_overrides

@@ -8,7 +8,7 @@ import re
 import pytest
 from tiny_models import save_tiny_parts
 
-from omnishift.pipeline.claims import release, try_claim
+from omnishift.claims import release, try_claim
 from omnishift.pipeline.config import experiment_from_dict
 from omnishift.pipeline.runner import read_marker, run_experiment
 from omnishift.train.config import ConfigError

@@ -5,7 +5,8 @@ unit (a second set of shards with another N to use freed cores, a plain run star
 still work); two evaluators appending to one ``items.jsonl`` would duplicate answers. So a process
 creates ``UNIT/CLAIM`` with ``O_EXCL`` (atomic on a local or NFS-v3+ filesystem) before working on
 the unit and removes it afterwards. A claim left by a process that died on this machine is taken
-over; one from another machine is respected until removed by hand.
+over; one from another machine is respected until removed by hand. A process that holds a claim
+may claim the folder again (the inner claim neither waits nor releases).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def try_claim(folder: Path) -> bool:
     return False
 
 
+_HELD: set[str] = set()  # folders a `claimed` block of this process holds (inner claims are re-entrant)
+
+
 def release(folder: Path) -> None:
     (Path(folder) / CLAIM).unlink(missing_ok=True)
 
@@ -72,6 +76,10 @@ def claimed(folder: Path, wait: bool, poll_s: float = 10.0, on_wait=None):
     """``with claimed(unit, wait) as mine:`` -- ``mine`` is False only when ``wait`` is False and
     another live process holds the unit; with ``wait`` the call blocks until the claim is ours
     (``on_wait(holder)`` is called once when it has to wait)."""
+    key = str(Path(folder).resolve())
+    if key in _HELD:  # an outer block of this process holds it (a pipeline unit whose evaluation claims it again)
+        yield True
+        return
     told = False
     while not try_claim(folder):
         if not wait:
@@ -81,7 +89,9 @@ def claimed(folder: Path, wait: bool, poll_s: float = 10.0, on_wait=None):
             on_wait(holder(folder))
             told = True
         time.sleep(poll_s)
+    _HELD.add(key)
     try:
         yield True
     finally:
+        _HELD.discard(key)
         release(folder)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 
-from omnishift.pipeline.claims import CLAIM, claimed, holder, release, try_claim
+from omnishift.claims import CLAIM, claimed, holder, release, try_claim
 
 
 def test_claim_is_exclusive_and_released(tmp_path):
