@@ -47,3 +47,37 @@ def test_count_flags_refuse_zero(flag, capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "base", "--benchmark", "llama_questions", "--out", "x", flag, "0"])
     assert e.value.code == 2 and f"argument {flag}: must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("section, key, value, want", [
+    ("data", "train_limit", 0, "'data.train_limit' = 0 must be null or >= 1"),
+    ("data", "train_limit", -3, "'data.train_limit' = -3 must be null or >= 1"),
+    ("data", "train_limit", 2.5, "'data.train_limit' = 2.5 does not fit"),
+    ("evaluate", "max_new_tokens", 0, "'evaluate.max_new_tokens' = 0 must be >= 1"),
+    ("evaluate", "prompt", "plane", "evaluate.prompt: 'plane' unknown"),
+])
+def test_run_refuses_counts_out_of_range_as_eval_does(section, key, value, want):
+    """``limit: 0`` once meant "all" inside ``omnishift run`` while ``eval --limit 0`` was refused."""
+    from omnishift.pipeline.config import experiment_from_dict
+
+    with pytest.raises(ConfigError, match=__import__("re").escape(want)):
+        experiment_from_dict({"name": "x", section: {key: value}})
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_benchmark_limit_of_zero_or_less_is_refused(value):
+    from omnishift.pipeline.config import experiment_from_dict
+
+    with pytest.raises(ConfigError, match=f"'limit' = {value} must be null or >= 1"):
+        experiment_from_dict({"name": "x", "evaluate": {"benchmarks": {"b": {"source": "llama_questions",
+                                                                            "limit": value}}}})
+
+
+def test_load_source_refuses_a_zero_limit(tmp_path):
+    from omnishift.data.sources import load_source
+
+    f = tmp_path / "m.jsonl"
+    f.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n')
+    assert len(load_source(str(f), limit=1)) == 1 and len(load_source(str(f))) == 2
+    with pytest.raises(ValueError, match="limit 0 must be a whole number >= 1"):
+        load_source(str(f), limit=0)

@@ -236,7 +236,9 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
 
     if n < 1 or workers < 0 or shard_size < 1:
         raise ValueError(f"n and shard_size must be >= 1 and workers >= 0 (got {n}, {workers}, {shard_size})")
-    out = Path(out)
+    from omnishift.paths import ensure_writable_dir
+
+    out = ensure_writable_dir(out, "alignment set folder (--out)")
     encoder = encoder or DEFAULT_ENCODER
     policy = {"policy": "clip", "k": 5, "margin_s": 0.2, "max_frames": 1500, **(policy or {})}
     aug = augment_cfg or AugmentConfig()

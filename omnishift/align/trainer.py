@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from omnishift.align.config import AlignConfig, dump_align_config
 from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_frames_needed, ctc_loss
 from omnishift.models.precision import warn_slow_bf16
-from omnishift.paths import atomic_write_text, read_jsonl_tolerant, remove_stale_temps
+from omnishift.paths import atomic_write_text, ensure_writable_dir, read_jsonl_tolerant, remove_stale_temps
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
 from omnishift.schema import build, check_same_run
@@ -208,7 +208,7 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     """
     from transformers import get_cosine_schedule_with_warmup
 
-    out_dir = Path(config.out_dir)
+    out_dir = ensure_writable_dir(config.out_dir, "out_dir")  # before hours of work, not when it saves
     ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
     if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
         raise FileExistsError(f"{out_dir} already holds an alignment run: add --resume or choose a new out_dir")

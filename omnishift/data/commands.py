@@ -6,7 +6,9 @@ from __future__ import annotations
 
 def cmd_synth(args) -> int:
     from omnishift.data.synth import SynthConfig, synth_manifest
+    from omnishift.paths import ensure_writable_dir
 
+    ensure_writable_dir(args.out_dir, "OUT_DIR")
     cfg = SynthConfig(voice=args.voice, rate=args.rate, pitch=args.pitch)
     out = synth_manifest(args.input, args.out_dir, cfg, text_field=args.text_field, overwrite=args.overwrite)
     print(out)

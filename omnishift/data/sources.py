@@ -190,7 +190,12 @@ def load_hf_dataset(name_or_path: str, split: str, audio_dir: str | Path, schema
 
 def load_source(spec: str, limit: int | None = None, data_dir: str | Path | None = None, **kw) -> list[Example]:
     """One entry point: ``llama_questions``, ``web_questions[:split]``, ``instructions:<name>``,
-    ``hf:<id>[:split]`` (needs ``audio_dir=``), or a path to a ``.jsonl`` manifest."""
+    ``hf:<id>[:split]`` (needs ``audio_dir=``), or a path to a ``.jsonl`` manifest.
+
+    ``limit``: read only the first N rows; None reads them all. 0, a negative or a fractional
+    number is refused (it would otherwise mean "all" to some readers and "none" to others)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"source {spec!r}: limit {limit!r} must be a whole number >= 1 (or null: every row)")
     if spec == "llama_questions":
         return load_llama_questions(data_dir, limit)
     if spec.startswith("web_questions"):

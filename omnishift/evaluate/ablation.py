@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omnishift.evaluate.qa import BenchmarkSelection, EvalSettings, build_eval_items, evaluate, item_key
 from omnishift.evaluate.table import MODES, accuracy_csv, accuracy_table, benchmark_key
-from omnishift.paths import atomic_write_text
+from omnishift.paths import atomic_write_text, ensure_writable_dir
 from omnishift.tables import Table, to_markdown
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def ablate_rank(config: str | Path, ranks: list[int], benchmarks: list[str], out
     from omnishift.train.config import load_config
     from omnishift.train.trainer import train, training_inputs
 
-    out = Path(out)
+    out = ensure_writable_dir(out, "--out")
     if len(set(ranks)) != len(ranks) or not ranks:
         raise ValueError(f"ranks must be distinct and non-empty, got {ranks}")
     reuse = reuse or _refuse_other_inputs

@@ -40,7 +40,9 @@ class EncoderFeatureCache:
     """
 
     def __init__(self, root: str | Path, model, batch_size: int = 8):
-        self.root = Path(root)
+        from omnishift.paths import ensure_writable_dir
+
+        self.root = ensure_writable_dir(root, "feature cache")
         self.model = model
         self.batch_size = batch_size
         self.identity = encoder_identity(model.encoder)

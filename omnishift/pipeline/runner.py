@@ -26,7 +26,7 @@ from typing import Callable
 
 from omnishift import runs
 from omnishift.fingerprint import fingerprint as content_key
-from omnishift.paths import atomic_write_text
+from omnishift.paths import atomic_write_text, ensure_writable_dir
 from omnishift.reuse import BOOKKEEPING, content_sha256
 from omnishift.runs import DONE
 from omnishift.pipeline.config import ExperimentConfig, dump_experiment
@@ -258,7 +258,7 @@ def run_experiment(cfg: ExperimentConfig, redo: list[str] | tuple = (), hook: Ca
     ctx = Context(cfg, run_dir, progress, shard=shard, redo=redo)
     inputs = _Inputs(ctx)
     rerun, kept = _plan(run_dir, todo, set(redo), fps, inputs, accept_stale)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(run_dir, "out_root/name")
     atomic_write_text(run_dir / "experiment.yaml", dump_experiment(cfg))
     atomic_write_text(run_dir / "stages.json", json.dumps({s: STAGES[s].produces for s in stages}, indent=2) + "\n")
     if kept and stream is not None:

@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnishift.models.processor import IGNORE_INDEX
-from omnishift.paths import atomic_write_text, read_jsonl_tolerant, remove_stale_temps
+from omnishift.paths import atomic_write_text, ensure_writable_dir, read_jsonl_tolerant, remove_stale_temps
 from omnishift.train import distributed as dist
 from omnishift.train.checkpoint import (
     LoopState,
@@ -260,7 +260,7 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
         FileExistsError: ``out_dir`` holds a run and ``resume`` is False.
         FloatingPointError: non-finite loss or gradient norm (names step and item ids).
     """
-    out_dir = Path(config.out_dir)
+    out_dir = ensure_writable_dir(config.out_dir, "out_dir")  # before hours of work, not when it saves
     ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
     if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
         raise FileExistsError(f"{out_dir} already holds a run: resume it (`omnishift train CONFIG --resume`, "

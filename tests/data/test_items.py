@@ -18,12 +18,13 @@ def _manifest(tmp_path, rows):
 
 def test_rows_without_response_are_counted_and_named(tmp_path, caplog):
     spec = _manifest(tmp_path, [{"id": "a", "text": "What is two plus two?", "response": "Four."},
-                                {"id": "b", "text": "No answer here"}, {"id": "c", "text": "Nor here", "response": ""}])
+                                {"id": "b", "text": "No answer here"}, {"id": "c", "text": "Nor here", "response": ""},
+                                {"id": "d", "text": "Blank", "response": " \n\t "}])
     with caplog.at_level(logging.WARNING):
         items, info = build_items(spec, "text")
     assert [it["response"] for it in items] == ["Four."]
-    assert info["skipped"] == 2 and info["skipped_no_response"] == 2 and info["items"] == 1
-    assert "2 of 3 examples have no response" in caplog.text and "b, c" in caplog.text
+    assert info["skipped"] == 3 and info["skipped_no_response"] == 3 and info["items"] == 1  # whitespace is no answer
+    assert "3 of 4 examples have no response" in caplog.text and "b, c, d" in caplog.text
 
 
 def test_a_source_without_any_response_is_refused(tmp_path):
