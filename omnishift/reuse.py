@@ -123,7 +123,8 @@ def reuse_unit(folder: str | Path, inputs: dict, *, what: str, redo: bool, fix: 
     old = read_record(folder)
     if old is not None and old.get("fingerprint") == record["fingerprint"]:
         return bool(complete(folder))
-    present = [p.name for p in folder.iterdir() if p.name != "CLAIM"] if folder.is_dir() else []
+    # results: anything but bookkeeping and another process's half-written record (ranks start together)
+    present = [p.name for p in folder.iterdir() if not _skipped(p.name, BOOKKEEPING)] if folder.is_dir() else []
     if present:
         if not redo:
             why = ("holds results with no record of what made them" if old is None else

@@ -163,6 +163,21 @@ def _flatten(d: dict, prefix=()) -> dict:
     return out
 
 
+def without(d: dict, paths: set) -> dict:
+    """A copy of nested dict ``d`` without the key paths (tuples) in ``paths``: a run's config less
+    what does not change what it computes (where it saves, how often it logs)."""
+    import copy
+
+    out = copy.deepcopy(d)
+    for path in paths:
+        node = out
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return out
+
+
 def check_same_run(out_dir: Path, new: dict, may_differ: set) -> None:
     """A resumed run must compute the same thing: compare ``new`` with the saved ``config.yaml``.
 

@@ -29,15 +29,30 @@ from omnishift.align.config import AlignConfig, dump_align_config
 from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_frames_needed, ctc_loss
 from omnishift.models.precision import warn_slow_bf16
 from omnishift.paths import atomic_write_text, ensure_writable_dir, read_jsonl_tolerant, remove_stale_temps
+from omnishift.reuse import reuse_unit
 from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
                                         prune_checkpoints, save_checkpoint)
-from omnishift.schema import build, check_same_run
+from omnishift.schema import build, check_same_run, without
 
 log = logging.getLogger(__name__)
 
 
 # what a resumed (or moved) run may change without changing what it computes
 _MAY_DIFFER = {("out_dir",), ("loop", "progress"), ("loop", "log_every"), ("loop", "eval_every"), ("checkpoint",)}
+
+
+def alignment_inputs(config: AlignConfig, model=None) -> dict:
+    """What an aligned folder is made from, by content: the config (less where and how often it saves
+    and logs), each alignment set's recorded inputs (``meta.json``), and the starting model (its folder
+    or base parts, or the weights of the ``model`` given). A run is reused or resumed only when these match."""
+    from omnishift.fingerprint import model_identity
+    from omnishift.models.identity import model_fingerprint
+    from omnishift.reuse import content_sha256
+
+    sets = config.data.set if isinstance(config.data.set, list) else [config.data.set]
+    metas = [content_sha256(Path(s) / "meta.json") if (Path(s) / "meta.json").is_file() else f"{s}: no set" for s in sets]
+    start = model_identity(model) if model is not None else model_fingerprint(config.model)
+    return {"config": without(config.to_dict(), _MAY_DIFFER), "sets": metas, "start": start}
 
 
 def build_align_model(config: AlignConfig):
@@ -214,7 +229,8 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
         raise FileExistsError(f"{out_dir} already holds an alignment run: add --resume or choose a new out_dir")
     if resume:
         check_same_run(out_dir, config.to_dict(), _MAY_DIFFER)
-    if resume and final_dir.is_dir():
+    if reuse_unit(out_dir, alignment_inputs(config, model), what="alignment run", complete=lambda d: final_dir.is_dir(),
+                  redo=False, fix="align into a new out_dir (the sets or the starting model changed)"):
         return final_dir
     objectives = config.objective_configs()
     torch.manual_seed(config.loop.seed)

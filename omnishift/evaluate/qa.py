@@ -113,19 +113,6 @@ def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[d
     return items
 
 
-def finished_summary(out_dir: str | Path, n: int) -> dict | None:
-    """The ``summary.json`` of a complete evaluation of ``n`` items in ``out_dir``, else None.
-
-    Why: pipelines and ablations skip an evaluation that is done, but must redo one that was cut
-    short or run on another item set, so completeness is judged by the item count.
-    """
-    f = Path(out_dir) / "summary.json"
-    if not f.is_file():
-        return None
-    s = json.loads(f.read_text(encoding="utf-8"))
-    return s if s.get("n") == n and "accuracy" in s else None
-
-
 def item_key(item: dict) -> str:
     """Fingerprint of what an answer depends on besides the model: prompt, audio samples, references."""
     from omnishift.fingerprint import fingerprint

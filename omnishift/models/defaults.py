@@ -144,7 +144,7 @@ def _prepare_smollm2(out: Path) -> None:
     with atomic_dir(out) as tmp:
         clean.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(f"from {gguf}\n")
+        (tmp / _MARKER).write_text(_marker(DEFAULT_LLM))
 
 
 def _prepare_whisper_encoder(out: Path) -> None:
@@ -152,10 +152,21 @@ def _prepare_whisper_encoder(out: Path) -> None:
     from omnishift.models.ct2 import convert_whisper_encoder
 
     convert_whisper_encoder(whisper_ct2_dir(), out)
-    (out / _MARKER).write_text(f"from {whisper_ct2_dir()}\n")
+    (out / _MARKER).write_text(_marker(DEFAULT_ENCODER))
 
 
 _PREPARERS = {DEFAULT_LLM: _prepare_smollm2, DEFAULT_ENCODER: _prepare_whisper_encoder}
+
+
+def _marker(name: str) -> str:
+    """What a prepared folder was converted from: the shipped file and its sha256, so a folder is
+    reused only while that file is the same (a new wheel version re-prepares it)."""
+    import json
+
+    from omnishift.reuse import content_sha256
+
+    src = smollm2_gguf_path() if name == DEFAULT_LLM else whisper_ct2_dir() / "model.bin"
+    return json.dumps({"from": str(src), "sha256": content_sha256(src)}) + "\n"
 
 
 def prepare_default_models(names: list[str] | None = None, force: bool = False) -> dict[str, dict]:
@@ -173,7 +184,8 @@ def prepare_default_models(names: list[str] | None = None, force: bool = False) 
     for name in names or list(_PREPARERS):
         out = models_dir() / name
         t0 = time.perf_counter()
-        built = force or not (out / _MARKER).is_file()
+        marker = out / _MARKER
+        built = force or not marker.is_file() or marker.read_text(encoding="utf-8") != _marker(name)
         if built:
             log.info("preparing default model %s -> %s", name, out)
             _PREPARERS[name](out)

@@ -43,3 +43,8 @@ def config_fingerprint(config) -> dict:
     """A base speech LLM built from a :class:`SpeechLLMConfig` (or its dict): the config and its parts."""
     d = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     return {"config": d, "llm": part_fingerprint(d["llm"]), "encoder": part_fingerprint(d["encoder"])}
+
+
+def model_fingerprint(model) -> dict:
+    """What a run starts from: a saved folder (a path string) or a config (fresh adaptor on base parts)."""
+    return folder_fingerprint(model) if isinstance(model, (str, Path)) else config_fingerprint(model)

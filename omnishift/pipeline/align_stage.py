@@ -60,7 +60,7 @@ def _build_set(ctx: Context, set_dir: Path, own: bool) -> None:
 def stage_align(ctx: Context, out: Path) -> dict:
     """Build the alignment set and align the adaptor with the LLM frozen, or adopt ``align.model``."""
     from omnishift.align.config import load_align_config
-    from omnishift.align.trainer import align
+    from omnishift.align.trainer import align, alignment_inputs
 
     a = ctx.cfg.align
     if a.model is not None:
@@ -74,8 +74,7 @@ def stage_align(ctx: Context, out: Path) -> dict:
                                      _as_override("data.set", str(set_dir)), _as_override("out_dir", str(out / "run")),
                                      "loop.progress=false"]
     acfg = load_align_config(ctx.cfg.resolve(a.config), overrides)
-    inputs = {"config": acfg.to_dict(), "set": content_sha256(set_dir / "meta.json"), "model": ctx.model_fp(None)}
-    if not ctx.reuse(out / "run", inputs, "alignment run", lambda d: (d / "final").is_dir()):
+    if not ctx.reuse(out / "run", alignment_inputs(acfg), "alignment run", lambda d: (d / "final").is_dir()):
         def on_step(rec):
             ctx.progress.step("align", rec["step"], acfg.loop.max_steps, f"loss {rec['loss']:.3f}")
 

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from omnishift.models.processor import IGNORE_INDEX
 from omnishift.paths import atomic_write_text, ensure_writable_dir, read_jsonl_tolerant, remove_stale_temps
+from omnishift.reuse import reuse_unit
 from omnishift.train import distributed as dist
 from omnishift.train.checkpoint import (
     LoopState,
@@ -52,7 +53,7 @@ from omnishift.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from omnishift.schema import check_same_run
+from omnishift.schema import check_same_run, without
 from omnishift.train.config import TrainConfig, dump_config
 from omnishift.train.methods import ParamGroup, setup_method
 from omnishift.train.tensorboard_log import TB_DIR, TensorBoardLog
@@ -63,26 +64,26 @@ log = logging.getLogger(__name__)
 _RESUME_MAY_DIFFER = {("checkpoint",), ("loop", "log_every"), ("loop", "progress"), ("out_dir",)}
 
 
-def training_inputs(config: TrainConfig) -> dict:
+def training_inputs(config: TrainConfig, model=None, items: list[dict] | None = None) -> dict:
     """What a trained folder is made from, by content: the config (less what only says where and how
-    often it saves), the data rows and their audio, the starting model, and the files the method reads
-    (eq. 3 coefficients, text scores). A run folder is reused only when these match."""
+    often it saves), the data rows and their audio (or the ``items`` given), the starting model (its
+    folder or base parts, or the weights of the ``model`` given), and the files the method reads
+    (eq. 3 coefficients, text scores). A run folder is reused or resumed only when these match."""
     from omnishift.data.sources import source_fingerprint
-    from omnishift.models.identity import config_fingerprint, folder_fingerprint
+    from omnishift.fingerprint import items_fingerprint, model_identity
+    from omnishift.models.identity import model_fingerprint
     from omnishift.reuse import content_sha256
     from omnishift.train.methods import METHODS
 
-    cfg = config.to_dict()
-    for path in _RESUME_MAY_DIFFER:
-        node = cfg
-        for part in path[:-1]:
-            node = node.get(part, {})
-        node.pop(path[-1], None)
     opts = config.method.options or {}
     files = {o: content_sha256(opts[o]) for o in METHODS[config.method.name].inputs if opts.get(o) is not None}
-    start = folder_fingerprint(config.model) if isinstance(config.model, str) else config_fingerprint(config.model)
-    data = source_fingerprint(config.data.source, config.data.limit) if config.data.source else None
-    return {"config": cfg, "data": data, "start": start, "method_files": files}
+    if items is not None:
+        data = items_fingerprint(items)
+    else:
+        data = source_fingerprint(config.data.source, config.data.limit) if config.data.source else None
+    start = model_identity(model) if model is not None else model_fingerprint(config.model)
+    return {"config": without(config.to_dict(), _RESUME_MAY_DIFFER), "data": data, "start": start,
+            "method_files": files}
 
 
 def build_model(config: TrainConfig):
@@ -267,9 +268,10 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
                               "resume=True) or choose a new out_dir (out_dir=...)")
     if resume:
         check_same_run(out_dir, config.to_dict(), _RESUME_MAY_DIFFER)
-        if final_dir.is_dir():
-            log.info("%s is already trained", final_dir)
-            return final_dir
+    if reuse_unit(out_dir, training_inputs(config, model, items), what="training run", redo=False, complete=lambda d: final_dir.is_dir(),
+                  fix="train into a new out_dir (the data, starting model or method files changed)"):
+        log.info("%s is already trained", final_dir)
+        return final_dir
     loop_cfg, seed = config.loop, config.loop.seed
     torch.manual_seed(seed)
     np.random.seed(seed)
