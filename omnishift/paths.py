@@ -52,6 +52,27 @@ def shared_data_dir() -> Path:
     )
 
 
+def builtin_file(name: str) -> Path:
+    """A file shipped in ``omnishift/configs`` (``demo.yaml``, ``recipes/cpu_listen.yaml``, ...).
+
+    Raises:
+        FileNotFoundError: naming the shipped files.
+    """
+    from importlib import resources
+
+    root = Path(str(resources.files("omnishift.configs")))
+    p = root / name
+    if not p.exists():
+        avail = sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.suffix in (".yaml", ".jsonl"))
+        raise FileNotFoundError(f"builtin:{name} not found; shipped files: {avail}")
+    return p
+
+
+def resolve_builtin(spec: str) -> str:
+    """``builtin:NAME`` -> the shipped file's path; any other spec unchanged."""
+    return str(builtin_file(spec[len("builtin:"):])) if spec.startswith("builtin:") else spec
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder, then rename."""
     path = Path(path)

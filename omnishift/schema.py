@@ -113,14 +113,20 @@ def apply_override(data: dict, override: str) -> dict:
         raise ConfigError(f"override {override!r} is not of the form section.key=value")
     parts = key.strip().split(".")
     node = data
-    for i, p in enumerate(parts[:-1]):
-        nxt = node.get(p)
-        if nxt is None:
-            nxt = node[p] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override {override!r}: '{'.'.join(parts[:i + 1])}' is {nxt!r}, not a section")
-        node = nxt
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    for i, p in enumerate(parts):
+        where = ".".join(parts[:i + 1])
+        if isinstance(node, list):  # phases.0.loop.max_steps: a list item by its index
+            if not p.isdigit() or int(p) >= len(node):
+                raise ConfigError(f"override {override!r}: '{where}': no item {p} in a list of {len(node)}")
+            p = int(p)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: '{'.'.join(parts[:i])}' is {node!r}, not a section")
+        if i == len(parts) - 1:
+            node[p] = yaml.safe_load(raw) if raw.strip() else None
+            return data
+        if isinstance(node, dict) and node.get(p) is None:
+            node[p] = {}
+        node = node[p]
     return data
 
 

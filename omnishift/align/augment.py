@@ -165,3 +165,15 @@ def augment(audio: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> 
     gain = 10 ** (float(rng.uniform(*cfg.gain_db)) / 20)
     peak = float(np.max(np.abs(audio))) or 1.0
     return np.clip(audio * (0.9 * gain / peak), -1.0, 1.0).astype(np.float32), what
+
+
+def parse_engines(spec: str) -> tuple:
+    """``"espeak=3,pico=1"`` -> ``(("espeak", 3.0), ("pico", 1.0))`` (a bare name weighs 1)."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, weight = part.partition("=")
+        try:
+            out.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"engines: weight of {name!r} is not a number ({weight!r}); e.g. espeak=3,pico=1")
+    return tuple(out)

@@ -15,8 +15,8 @@ from omnishift.schema import positive_int
 
 
 def cmd_align_data(args) -> int:
-    from omnishift.align.augment import AugmentConfig
-    from omnishift.align.dataset import alignment_texts, build_alignment_set
+    from omnishift.align.augment import AugmentConfig, parse_engines
+    from omnishift.align.dataset import alignment_texts, build_alignment_set, parse_text_parts
 
     policy = {"policy": args.policy, "k": args.k, "margin_s": args.margin}
     texts = alignment_texts(parts=parse_text_parts(args.texts))
@@ -30,35 +30,31 @@ def cmd_align_data(args) -> int:
     return 0
 
 
-def parse_text_parts(spec: str) -> tuple[str, ...]:
-    """``"questions+responses"`` -> ``("questions", "responses")``, unknown parts named."""
-    from omnishift.align.dataset import TEXT_PARTS
-
-    parts = tuple(p.strip() for p in spec.split("+") if p.strip())
-    bad = [p for p in parts if p not in TEXT_PARTS]
-    if bad or not parts:
-        raise SystemExit(f"--texts {spec!r}: unknown part(s) {bad}; join any of {'/'.join(TEXT_PARTS)} with '+', "
-                         "e.g. questions+responses")
-    return parts
-
-
-def parse_engines(spec: str) -> tuple:
-    """``"espeak=3,pico=1"`` -> ``(("espeak", 3.0), ("pico", 1.0))`` (a bare name weighs 1)."""
-    out = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, weight = part.partition("=")
-        try:
-            out.append((name.strip(), float(weight) if weight else 1.0))
-        except ValueError:
-            raise SystemExit(f"--engines: weight of {name!r} is not a number ({weight!r}); e.g. espeak=3,pico=1")
-    return tuple(out)
-
-
 def cmd_align(args) -> int:
+    """``omnishift align NAME|RECIPE.yaml|CONFIG.yaml``: a recipe (sets, phases, decoding) or one run."""
+    from omnishift.align.recipe import is_recipe, load_recipe, run_recipe
+
+    if is_recipe(args.config):
+        cfg, origin = load_recipe(args.config, args.overrides)
+        print(run_recipe(cfg, origin))
+        return 0
     from omnishift.align.config import load_align_config
     from omnishift.align.trainer import align
 
     print(align(load_align_config(args.config, args.overrides), resume=args.resume))
+    return 0
+
+
+def cmd_ls(args) -> int:
+    """``omnishift ls``: the shipped recipes, what each makes and what it measured."""
+    from omnishift.align.recipe import RECIPES, load_recipe
+
+    for name in RECIPES:
+        cfg, _ = load_recipe(name)
+        minutes = sum(x.minutes or 0 for x in cfg.sets + cfg.phases)
+        print(f"{name}\n  run:      omnishift align {name}   (resumable; out_dir {cfg.out_dir})\n"
+              f"  makes:    {cfg.makes}\n  measured: {cfg.measured}\n"
+              f"  parts:    {len(cfg.sets)} sets + {len(cfg.phases)} phase(s), about {minutes:.0f} min on 2 cores")
     return 0
 
 
@@ -87,7 +83,7 @@ def cmd_eval_ctc(args) -> int:
 
 
 def register(sub) -> None:
-    """Register ``align-data``, ``align`` and ``eval-ctc``."""
+    """Register ``align-data``, ``align``, ``ls`` and ``eval-ctc``."""
     s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
                                           "encoder states cached)")
     s.add_argument("--out", required=True, help="set folder (resumes a partial build with the same inputs)")
@@ -111,11 +107,18 @@ def register(sub) -> None:
     s.add_argument("--margin", type=float, default=0.2, help="seconds kept after the clip (trim/clip)")
     s.set_defaults(func=cmd_align_data)
 
-    s = sub.add_parser("align", help="align the adaptor (CTC / KD objectives) with encoder and LLM frozen")
-    s.add_argument("config", help="align YAML, e.g. configs/align/ctc.yaml")
-    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. loop.max_steps=100")
-    s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    s = sub.add_parser("align", help="align the adaptor with encoder and LLM frozen: a named recipe (omnishift ls) "
+                                     "or one align config")
+    s.add_argument("config", metavar="NAME|YAML",
+                   help="a recipe name (cpu_listen), a recipe YAML (with phases:), or a single-run align YAML")
+    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out_dir=runs/align/mine or "
+                                                "phases.0.loop.max_steps=100")
+    s.add_argument("--resume", action="store_true", help="single-run YAML: continue from the run's last checkpoint "
+                                                         "(a recipe always resumes)")
     s.set_defaults(func=cmd_align)
+
+    s = sub.add_parser("ls", help="list the shipped recipes: what each makes and its measured time")
+    s.set_defaults(func=cmd_ls)
 
     s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: CTC transcripts (greedy, or beam search with the LLM) and WER on a benchmark")
     s.add_argument("model", help="speech-LLM folder with a CTC head")

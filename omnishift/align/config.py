@@ -114,6 +114,11 @@ class AlignConfig:
 def load_align_config(yaml_path: str | Path | None, overrides: list[str] | tuple = ()) -> AlignConfig:
     """Read an align YAML, apply ``section.key=value`` overrides, validate everything."""
     data, origin = read_yaml(yaml_path, overrides, "align config")
+    return align_config_from_dict(data, origin)
+
+
+def align_config_from_dict(data: dict, origin: str = "align config") -> AlignConfig:
+    """Build and validate an :class:`AlignConfig` from a nested dict (a recipe's phase, a YAML)."""
     cfg = build(AlignConfig, data, "", origin)
     cfg.objective_configs()
     require(cfg, origin, ("loop.max_steps", AT_LEAST_1), ("optim.lr", POSITIVE), ("optim.weight_decay", NON_NEGATIVE),

@@ -68,6 +68,16 @@ def _sentences(text: str) -> list[str]:
 TEXT_PARTS = ("questions", "responses", "rare")
 
 
+def parse_text_parts(spec: str) -> tuple[str, ...]:
+    """``"questions+responses"`` -> ``("questions", "responses")``, unknown parts named."""
+    parts = tuple(p.strip() for p in spec.split("+") if p.strip())
+    bad = [p for p in parts if p not in TEXT_PARTS]
+    if bad or not parts:
+        raise ValueError(f"texts {spec!r}: unknown part(s) {bad}; join any of {'/'.join(TEXT_PARTS)} with '+', "
+                         "e.g. questions+responses")
+    return parts
+
+
 def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_words: int = 30,
                     responses: bool = False, parts: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """``(id, text)`` pairs to speak: Web Questions train questions + self-contained instructions
@@ -210,7 +220,7 @@ def _fingerprint(meta: dict) -> str:
 def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, policy: dict | None = None,
                         seed: int = 0, workers: int = 2, shard_size: int = 500, augment_cfg: AugmentConfig | None = None,
                         data_dir: str | Path | None = None, texts: list[tuple[str, str]] | None = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, on_clips=None) -> dict:
     """Build (or resume) an alignment set of ``n`` clips in ``out`` (see the module docstring).
 
     Args:
@@ -224,6 +234,7 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
         shard_size: clips per shard (the unit of resumption).
         augment_cfg: ranges of the random voice and channel choices.
         texts: ``(id, text)`` pairs to speak (default: :func:`alignment_texts` of ``data_dir``).
+        on_clips: ``on_clips(done, n)`` after each shard (a recipe's progress bar).
 
     Returns:
         ``meta.json``'s content plus this call's ``clips_per_s``.
@@ -281,6 +292,8 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
             _write_shard(out, shard, records, flat, skipped)
             made += len(records) + len(skipped)
             bar.update(len(records) + len(skipped))
+            if on_clips is not None:
+                on_clips(n - sum(len(t[1]) for t in tasks) + made, n)
     bar.close()
     seconds = time.perf_counter() - t0
     summary = {**meta, **set_stats(out), "clips_per_s_this_call": round(made / seconds, 2) if made else None}

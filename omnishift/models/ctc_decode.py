@@ -43,6 +43,9 @@ class BeamSettings:
             hypothesis, added once when the clip's frames are used up. Shallow fusion without it
             never asks whether a question may stop where a hypothesis stops, so one that drops
             its final word ("... the chemical symbol for") costs the LM nothing (0: off).
+
+    The defaults are the settings the shipped alignment recipe was validated with (beam 4, LM
+    weight 0.5, length bonus 3, end-of-turn 0.5; :mod:`omnishift.align.recipe`).
     """
 
     beam: int = 4
@@ -50,7 +53,7 @@ class BeamSettings:
     token_min_logp: float = -8.0
     lm_weight: float = 0.5
     length_bonus: float = 3.0
-    eos_weight: float = 0.0
+    eos_weight: float = 0.5
 
     def __post_init__(self):
         if self.beam < 1 or self.token_top_k < 1:
@@ -247,8 +250,7 @@ def decoding_from_args(args) -> dict | None:
     """The ``ctc_decoding`` override the flags ask for (None: keep the model folder's)."""
     if getattr(args, "ctc_beam", None) is None:
         return None
-    d = {"beam": args.ctc_beam, "lm_weight": args.ctc_lm_weight, "length_bonus": args.ctc_length_bonus}
-    if getattr(args, "ctc_eos_weight", 0.0):  # only when set: older folders' decoding keys stay as they were
-        d["eos_weight"] = args.ctc_eos_weight
+    d = {"beam": args.ctc_beam, "lm_weight": args.ctc_lm_weight, "length_bonus": args.ctc_length_bonus,
+         "eos_weight": args.ctc_eos_weight}
     BeamSettings(**d)  # range checks now, before any model is loaded
     return d

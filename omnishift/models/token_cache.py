@@ -14,6 +14,7 @@ again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,8 @@ def decoder_identity(model) -> str:
     from omnishift.fingerprint import weights_sha256
 
     what = {"adaptor": weights_sha256(model.adaptor), "prior": weights_sha256(model.prior_llm()),
-            "k": model.config.k, "decoding": model.config.ctc_decoding, "version": 1}
+            "k": model.config.k, "decoding": dataclasses.asdict(model.beam_settings) if model.beam_settings else None,
+            "version": 2}  # the resolved settings, defaults included: a changed default is another identity
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 

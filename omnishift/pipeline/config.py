@@ -29,12 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from omnishift.models.speech_llm import SpeechLLMConfig
+from omnishift.paths import builtin_file
 from omnishift.pipeline.stages import STAGES
 from omnishift.schema import (AT_LEAST_1, NON_NEGATIVE, NONE_OR_AT_LEAST_1, POSITIVE, ConfigError, build, read_yaml,
                               require)
@@ -234,12 +234,7 @@ class ExperimentConfig:
 
 def builtin_path(name: str) -> Path:
     """A file shipped in ``omnishift/configs`` (``demo.yaml``, ``demo_data/qa_trivia.jsonl``, ...)."""
-    root = Path(str(resources.files("omnishift.configs")))
-    p = root / name
-    if not p.exists():
-        avail = sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.suffix in (".yaml", ".jsonl"))
-        raise FileNotFoundError(f"builtin:{name} not found; shipped files: {avail}")
-    return p
+    return builtin_file(name)
 
 
 def resolve_path(path: str | None, base_dir: str | Path = ".") -> str | None:

@@ -105,10 +105,10 @@ def test_rare_word_texts_by_hand():
 
 
 def test_parse_text_parts():
-    from omnishift.align.commands import parse_text_parts
+    from omnishift.align.dataset import parse_text_parts
 
     assert parse_text_parts("questions+responses") == ("questions", "responses")
-    with pytest.raises(SystemExit, match="unknown part"):
+    with pytest.raises(ValueError, match="unknown part"):
         parse_text_parts("questions+poems")
 
 
@@ -168,10 +168,10 @@ def test_a_set_mixes_engines_with_their_weights(tmp_path, encoder_dir, monkeypat
 
 
 def test_parse_engines():
-    from omnishift.align.commands import parse_engines
+    from omnishift.align.augment import parse_engines
 
     assert parse_engines("espeak=3, pico") == (("espeak", 3.0), ("pico", 1.0))
-    with pytest.raises(SystemExit, match="not a number"):
+    with pytest.raises(ValueError, match="not a number"):
         parse_engines("espeak=x")
 
 
