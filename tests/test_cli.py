@@ -17,7 +17,7 @@ def test_every_package_registers_its_commands_once_with_help(capsys):
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"models", "synth", "data", "ask", "eval", "eval-table", "ablate-rank", "eval-listening",
-                                "train", "align-data", "align", "ls", "eval-ctc", "importance", "plot-loss", "report",
+                                "train", "align-data", "align", "ls", "eval-aligned", "eval-ctc", "importance", "plot-loss", "report",
                                 "run", "demo"}
     helps = {a.dest: a.help for a in sub._choices_actions}
     assert all(helps[c] for c in sub.choices)  # each says what it does

@@ -82,8 +82,24 @@ def cmd_eval_ctc(args) -> int:
     return 0
 
 
+def cmd_eval_aligned(args) -> int:
+    """``omnishift eval-aligned FOLDER --benchmark B --out D``: WER (greedy, beam), S2T, listening gain."""
+    from omnishift.align.assess import assess_aligned
+    from omnishift.evaluate.qa import EvalSettings, load_benchmark
+
+    from omnishift.paths import ensure_writable_dir
+
+    ensure_writable_dir(args.out)
+    examples = load_benchmark(args.benchmark, ["s2t"], args.limit, args.subset, args.seed, args.audio_dir)
+    settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                            feature_cache=Path(args.out) / "features")
+    print(json.dumps(assess_aligned(args.model, examples, args.out, listen=args.listen, workers=args.workers,
+                                    settings=settings)))
+    return 0
+
+
 def register(sub) -> None:
-    """Register ``align-data``, ``align``, ``ls`` and ``eval-ctc``."""
+    """Register ``align-data``, ``align``, ``ls``, ``eval-aligned`` and ``eval-ctc``."""
     s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
                                           "encoder states cached)")
     s.add_argument("--out", required=True, help="set folder (resumes a partial build with the same inputs)")
@@ -119,6 +135,22 @@ def register(sub) -> None:
 
     s = sub.add_parser("ls", help="list the shipped recipes: what each makes and its measured time")
     s.set_defaults(func=cmd_ls)
+
+    s = sub.add_parser("eval-aligned", help="what an aligned model hears and answers in one call: greedy and beam CTC "
+                                            "WER, S2T accuracy and listening gain on a benchmark's recordings")
+    s.add_argument("model", help="aligned speech-LLM folder (it says how it reads speech: omnishift align writes it)")
+    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
+    s.add_argument("--limit", type=positive_int)
+    s.add_argument("--subset", type=positive_int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
+    s.add_argument("--listen", type=int, default=100, metavar="N",
+                   help="questions of the listening check (the model's own T2T answers as responses; 0: off)")
+    s.add_argument("--workers", type=positive_int, default=2, help="processes decoding the clips (one thread each)")
+    s.add_argument("--batch-size", type=positive_int, default=16)
+    s.add_argument("--max-new-tokens", type=positive_int, default=64)
+    s.add_argument("--out", required=True, help="folder: ctc_greedy/, ctc/, s2t/, listening.json, summary.json")
+    s.set_defaults(func=cmd_eval_aligned)
 
     s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: CTC transcripts (greedy, or beam search with the LLM) and WER on a benchmark")
     s.add_argument("model", help="speech-LLM folder with a CTC head")

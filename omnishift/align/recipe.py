@@ -207,12 +207,12 @@ class _Bar:
                       for p in cfg.phases}
         self.done = dict.fromkeys(self.cost, 0.0)
         self.bar = tqdm(total=round(sum(self.cost.values())), unit="s", desc="recipe", disable=not show,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
 
     def part(self, kind: str, name: str, fraction: float) -> None:
         self.done[(kind, name)] = min(1.0, fraction) * self.cost[(kind, name)]
         self.bar.n = round(sum(self.done.values()))
-        self.bar.set_postfix_str(f"{kind} {name} {100 * fraction:.0f}%", refresh=True)
+        self.bar.set_description_str(f"recipe ({kind} {name} {100 * fraction:.0f}%)", refresh=True)
 
     def close(self) -> None:
         self.bar.close()
