@@ -247,9 +247,26 @@ def _assemble(cfg: RecipeConfig, last: Path) -> Path:
     return model.save_pretrained(Path(cfg.out_dir) / "final", llm_is_base=True)
 
 
-def run_recipe(cfg: RecipeConfig, origin: str = "recipe", progress: bool = True) -> Path:
-    """Build every set, train every phase, assemble ``final/``; resumable. Returns ``out_dir/final``."""
-    from omnishift.align.trainer import align
+def _part(folder: Path, inputs: dict, what: str, redo: bool, done: str) -> None:
+    """A set or phase folder made from other inputs: emptied under ``redo``, refused otherwise."""
+    from omnishift.reuse import reuse_unit
+
+    reuse_unit(folder, inputs, what=what, redo=redo, complete=lambda d: (d / done).exists(),
+               fix="rerun with a new out_dir (or, in omnishift run, --redo align)")
+
+
+def _set_inputs(cfg: RecipeConfig, s: SetSpec) -> dict:
+    m = cfg.model
+    return {**{k: v for k, v in dataclasses.asdict(s).items() if k != "minutes"}, "encoder": m.encoder,
+            "policy": [m.frame_policy, m.k, m.trim_margin_s]}
+
+
+def run_recipe(cfg: RecipeConfig, origin: str = "recipe", progress: bool = True, redo: bool = False) -> Path:
+    """Build every set, train every phase, assemble ``final/``; resumable. Returns ``out_dir/final``.
+
+    ``redo``: a set or phase made from other inputs than now is emptied and made again (default:
+    refused, naming what changed)."""
+    from omnishift.align.trainer import align, alignment_inputs
     from omnishift.models.precision import cpu_description
     from omnishift.paths import ensure_writable_dir
 
@@ -258,11 +275,13 @@ def run_recipe(cfg: RecipeConfig, origin: str = "recipe", progress: bool = True)
     try:
         for s in cfg.sets:
             t0 = time.perf_counter()
+            _part(set_dir(cfg, s), _set_inputs(cfg, s), f"alignment set {s.name!r}", redo, "summary.json")
             info = _build_set(cfg, s, bar)
             parts.append({"set": s.name, "seconds": round(time.perf_counter() - t0, 1), "clips": info.get("clips"),
                           "expected_minutes": s.minutes})
         for i, p in enumerate(cfg.phases):
             acfg, t0 = phase_config(cfg, i, bf16, origin), time.perf_counter()
+            _part(phase_dir(cfg, p), alignment_inputs(acfg), f"alignment phase {p.name!r}", redo, "final")
             steps = acfg.loop.max_steps
             align(acfg, resume=True, on_step=lambda rec, p=p, n=steps: bar.part("phase", p.name, rec["step"] / n))
             bar.part("phase", p.name, 1.0)

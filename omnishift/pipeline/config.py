@@ -9,7 +9,7 @@ An experiment is what ``omnishift run EXPERIMENT.yaml`` executes stage by stage 
     data:        training instructions, held-out set, synthesis voice
     importance:  Taylor importance of the base model (text and speech input) and after training
     deactivation: Table 1 (zero top / bottom / random k%)
-    align:       adaptor alignment before Stage 1 (alignment set + ``omnishift align``; off without a config)
+    align:       the alignment recipe run before Stage 1 (``omnishift align NAME``; off without one)
     train:       methods: {LABEL: {config: TRAIN.yaml, overrides: [key=value, ...]}}
     evaluate:    benchmarks: {NAME: {source, limit, subset, seed}}, modes, baselines, decoding
     ablation:    LoRA ranks for Table 3 (empty: skipped)
@@ -102,29 +102,18 @@ class DeactivationSection:
 @dataclass
 class AlignSection:
     """Args:
-        config: align YAML (``configs/align/ctc.yaml``); None skips the stage (methods then start
-            from a fresh adaptor, as in the paper).
-        overrides: applied after it; the pipeline then sets ``model`` (the experiment's),
-            ``data.set`` and ``out_dir``.
-        set: the alignment set's folder, used as is once built (None: ``align/set`` of the run);
-            built there (resumably) from ``texts`` / ``n`` / ``seed`` while unfinished.
-        texts: source spec of the texts to speak (None: the shared question/instruction texts,
-            :func:`omnishift.align.dataset.alignment_texts`).
-        n: clips of the built set; workers: its processes; seed: its seed.
-        model: instead of ``config``: an aligned speech-LLM folder made outside the run (e.g. a
-            multi-set ``omnishift align`` chain), adopted as is: its adaptor is copied into the run
-            with the experiment's ``model.speech_input`` / ``model.ctc_decoding`` and its weights'
-            hash recorded; its architecture must equal the experiment's ``model``.
+        recipe: the alignment recipe run before Stage 1 (a name of ``omnishift ls``, a recipe YAML
+            or ``builtin:...``); None skips the stage (methods then start from a fresh adaptor, as in
+            the paper). It runs through the same code as ``omnishift align NAME``, into the run's
+            ``align/`` folder, on the experiment's ``model``.
+        overrides: ``key=value`` overrides of the recipe (``phases.0.loop.max_steps=100``).
+        workers: processes that decode the run's clips once when the aligned model reads its CTC
+            path by beam search.
     """
 
-    config: str | None = None
-    model: str | None = None
+    recipe: str | None = None
     overrides: list = field(default_factory=list)
-    set: str | None = None
-    texts: str | None = None
-    n: int = 20000
     workers: int = 2
-    seed: int = 0
 
 
 @dataclass
@@ -262,21 +251,19 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
     if bad or not cfg.importance.modalities:
         raise ConfigError(f"{origin}: importance.modalities must be a non-empty subset of [text, speech], got "
                           f"{cfg.importance.modalities}")
-    if cfg.align.config is not None and not Path(cfg.resolve(cfg.align.config)).is_file():
-        raise ConfigError(f"{origin}: align.config: {cfg.align.config!r} not found")
-    if cfg.align.config is not None and cfg.align.model is not None:
-        raise ConfigError(f"{origin}: align.config and align.model exclude each other: align here (config) or "
-                          "adopt a folder aligned elsewhere (model)")
-    if cfg.align.model is not None and not (Path(cfg.resolve(cfg.align.model)) / "omnishift_config.json").is_file():
-        raise ConfigError(f"{origin}: align.model: {cfg.align.model!r} is not a speech-LLM folder "
-                          "(no omnishift_config.json); run omnishift align first")
-    if (cfg.align.config is not None or cfg.align.model is not None) and not cfg.model.ctc_head:
-        raise ConfigError(f"{origin}: align needs model.ctc_head: true (the CTC objective scores the LLM's vocabulary)")
+    if cfg.align.recipe is not None:
+        from omnishift.align.recipe import RECIPES
+
+        if cfg.align.recipe not in RECIPES and not Path(cfg.resolve(cfg.align.recipe)).is_file():
+            raise ConfigError(f"{origin}: align.recipe: {cfg.align.recipe!r} is neither a shipped recipe "
+                              f"({sorted(RECIPES)}) nor a recipe YAML")
+        if not cfg.model.ctc_head:
+            raise ConfigError(f"{origin}: align needs model.ctc_head: true (the CTC objective scores the LLM's vocabulary)")
     require(cfg, origin, ("data.train_limit", NONE_OR_AT_LEAST_1), ("data.heldout_limit", AT_LEAST_1),
             ("data.rate", AT_LEAST_1), ("importance.limit", NONE_OR_AT_LEAST_1), ("importance.batch_size", AT_LEAST_1),
             ("importance.max_response_tokens", AT_LEAST_1), ("importance.fraction", POSITIVE),
             ("deactivation.limit", AT_LEAST_1), ("deactivation.batch_size", AT_LEAST_1),
-            ("deactivation.max_response_tokens", AT_LEAST_1), ("align.n", AT_LEAST_1), ("align.workers", NON_NEGATIVE),
+            ("deactivation.max_response_tokens", AT_LEAST_1), ("align.workers", NON_NEGATIVE),
             ("evaluate.batch_size", AT_LEAST_1), ("evaluate.max_new_tokens", AT_LEAST_1),
             ("evaluate.listening", NON_NEGATIVE))
     if cfg.evaluate.prompt not in ("instruction", "plain"):

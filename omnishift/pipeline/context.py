@@ -115,9 +115,9 @@ class Context:
 
     def aligned(self) -> Path | None:
         """The aligned speech LLM of the ``align`` stage, or None when alignment is off."""
-        if self.cfg.align.config is None and self.cfg.align.model is None:
+        if self.cfg.align.recipe is None:
             return None
-        f = self.require("align", "training from the aligned adaptor") / "run" / "final"
+        f = self.require("align", "training from the aligned adaptor") / "final"
         if not f.is_dir():
             raise ValueError(f"{f} missing: stage align did not finish; run it again")
         return f

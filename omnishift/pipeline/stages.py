@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from omnishift.pipeline.align_stage import adopt_aligned, align_inputs, decode_run_clips, stage_align
+from omnishift.pipeline.align_stage import align_inputs, decode_run_clips, stage_align
 from omnishift.pipeline.context import Context
 from omnishift.pipeline.data_stage import data_inputs, stage_data
 from omnishift.pipeline.evaluate_stage import (copy_unit, eval_settings, evaluate_inputs, same_llm, stage_ablation,
@@ -26,7 +26,7 @@ from omnishift.pipeline.importance_stages import (load_trained, stage_change, st
 from omnishift.pipeline.train_stage import stage_train, train_config, train_inputs, train_overrides
 
 __all__ = ["STAGES", "Stage", "Context", "stage_keys", "load_trained", "train_overrides", "train_config",
-           "adopt_aligned", "decode_run_clips", "copy_unit", "eval_settings", "same_llm"]
+           "decode_run_clips", "copy_unit", "eval_settings", "same_llm"]
 
 
 def model_inputs(ctx: Context) -> dict:

@@ -128,18 +128,20 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
     sections.append(s)
 
     # alignment
-    al = _json(run / "align" / "run" / "summary.json")
+    al = _json(run / "align" / "recipe.json")
     if al:
         s = Section("align", "Adaptor alignment before Stage 1 (LLM frozen)")
-        if "adopted_from" in al:  # align.model: a folder aligned outside the run
-            m = al["model"]
-            s.paragraphs.append(f"Adaptor adopted from {al['adopted_from']} (sha256 {al['adaptor_sha256'][:12]}); "
-                                f"speech input {m['speech_input']}, CTC decoding "
-                                f"{m['ctc_decoding'] or 'greedy'}.")
-        else:
-            s.paragraphs.append(f"{al['steps']} steps on {al['data']['train']} synthetic clips "
-                                f"({al['data']['dropped_ctc_infeasible']} too short for their transcript dropped); "
-                                + (f"held-out greedy-CTC WER {100 * al['dev_wer']:.1f}%." if "dev_wer" in al else ""))
+        parts = []
+        for p in al["parts"]:
+            if "set" in p:
+                parts.append(f"set {p['set']}: {p['clips']} clips")
+            else:
+                dev = p["summary"].get("dev_wer")
+                parts.append(f"phase {p['phase']}: {p['steps']} steps" + (f", held-out greedy-CTC WER {100 * dev:.1f}%"
+                                                                           if dev is not None else ""))
+        s.paragraphs.append(f"Recipe {al['recipe']}: " + "; ".join(parts) + f". The aligned model reads speech as "
+                            f"{al['speech_input']} (CTC decoding {al['decoding'] or 'greedy'}); bfloat16: "
+                            f"{al['precision']['bf16']}.")
         sections.append(s)
 
     # training

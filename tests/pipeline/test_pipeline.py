@@ -228,15 +228,29 @@ def test_shard_errors(tmp_path, tiny_parts):
             parse_shard(bad)
 
 
+def tiny_recipe(tmp_path, **change) -> str:
+    """The demo's recipe at test scale: 12 clips, 3 steps."""
+    import yaml
+
+    from omnishift.paths import builtin_file
+
+    d = yaml.safe_load(builtin_file("demo_recipe.yaml").read_text())
+    d["sets"][0]["n"], d["workers"] = 12, 1
+    d["phases"][0].update(data={"heldout": 2}, loop={"max_steps": 3, "log_every": 1, "eval_every": 0},
+                          objectives=[{"name": "ctc", "batch_size": 4}])
+    d.update(change)
+    f = tmp_path / "recipe.yaml"
+    f.write_text(yaml.safe_dump(d))
+    return str(f)
+
+
 def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_tokenizer):
     """align before train: methods start from the aligned adaptor, and the aligned adaptor with the
     frozen LLM is a Table-2 row of its own (its T2T copied from No-FT after the weight check)."""
     parts = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, seed=3, adaptor_norm=True, ctc_head=True,
                             frame_policy="clip", k=1)  # byte-level tiny tokenizer: one CTC label per character
     d = experiment(tmp_path, parts, stages=["data", "align", "train", "evaluate"])
-    d["align"] = {"config": "builtin:demo_align.yaml", "texts": "builtin:demo_data/instructions.jsonl", "n": 12,
-                  "workers": 1, "overrides": ["loop.max_steps=3", "data.heldout=2",
-                                              "objectives=[{name: ctc, batch_size: 4}]"]}
+    d["align"] = {"recipe": tiny_recipe(tmp_path), "workers": 1}
     d["train"] = {"overrides": TRAIN_OVERRIDES, "methods": {"frozen": {}}}
     d["evaluate"]["benchmarks"] = {"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 2}}
     d["evaluate"]["baselines"] = ["no_ft"]
@@ -244,9 +258,9 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
     cfg = experiment_from_dict(d, "test")
     run_experiment(cfg, stream=None)
     run = cfg.run_dir
-    final = run / "align" / "run" / "final"
+    final = run / "align" / "final"
     assert json.loads((final / "omnishift_config.json").read_text())["llm_format"] == "base"
-    assert json.loads((run / "align" / "set" / "summary.json").read_text())["clips"] >= 10
+    assert json.loads((run / "align" / "sets" / "demo" / "summary.json").read_text())["clips"] >= 10
     assert str(final) in (run / "train" / "frozen" / "config.yaml").read_text()  # Stage 1 starts from it
     t2t = json.loads((run / "evaluate" / "aligned" / "trivia" / "t2t" / "summary.json").read_text())
     assert t2t["copied_from"] == "no_ft"
@@ -257,40 +271,38 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
 
     md = build_report(run).with_suffix(".md").read_text()
     assert "What the adaptor hears" in md and "Aligned adaptor, frozen LLM" in md and "Adaptor alignment" in md
+    assert "Recipe " in md and "phase ctc: 3 steps" in md
     listen = json.loads((run / "evaluate" / "aligned" / "listening" / "summary.json").read_text())
     assert listen["n"] == 3 and listen["gain_nats"] == pytest.approx(
         __import__("math").log(listen["ppl_speech_mismatched"] / listen["ppl_speech"]))
     assert "Does the model listen?" in md
 
 
-def test_align_needs_a_ctc_head(tmp_path, tiny_parts):
+def test_align_needs_a_ctc_head_and_a_known_recipe(tmp_path, tiny_parts):
     d = experiment(tmp_path, tiny_parts)
-    d["align"] = {"config": "builtin:demo_align.yaml"}
+    d["align"] = {"recipe": "builtin:demo_recipe.yaml"}
     with pytest.raises(ConfigError, match="ctc_head"):
+        experiment_from_dict(d, "test")
+    d["align"] = {"recipe": "cpu_hearing"}
+    with pytest.raises(ConfigError, match=r"'cpu_hearing' is neither a shipped recipe \(\['cpu_listen'\]\)"):
         experiment_from_dict(d, "test")
 
 
-def test_adopted_aligned_folder_with_token_input(tmp_path, tiny_tokenizer):
-    """align.model adopts a folder aligned elsewhere; under ctc_top1 + beam Stage 1 trains the LLM only,
-    the front end stays the aligned one (same transcripts for every row), decodings are cached."""
+def test_recipe_with_token_input_then_an_edited_recipe(tmp_path, tiny_tokenizer):
+    """A recipe whose model reads its CTC path as token rows by beam search: Stage 1 trains the LLM only,
+    the front end stays the aligned one (same transcripts for every row), decodings are cached once.
+    Then the recipe YAML is edited: the finished run is stale, named before anything runs."""
     from safetensors.torch import load_file
-
-    from omnishift.fingerprint import weights_sha256
-    from omnishift.models.speech_llm import SpeechLLM
 
     arch = dict(adaptor_norm=True, ctc_head=True, frame_policy="clip", k=1)
     parts = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, seed=3, **arch)
-    src = tmp_path / "aligned"
-    SpeechLLM.from_config(parts).save_pretrained(src, llm_is_base=True)
-    model = {**parts.__dict__, "speech_input": "ctc_top1", "ctc_decoding": {"beam": 2, "lm_weight": 0.5}}
+    recipe = tiny_recipe(tmp_path, speech_input="ctc_top1", decoding={"beam": 2, "lm_weight": 0.5})
     cache = tmp_path / "fc"
-    d = experiment(tmp_path, parts, stages=["data", "align", "train", "evaluate"], model=model)
-    d["align"] = {"model": str(src)}
+    d = experiment(tmp_path, parts, stages=["data", "align", "train", "evaluate"])
+    d["align"] = {"recipe": recipe, "workers": 1}
     d["train"] = {"overrides": TRAIN_OVERRIDES + [f"data.feature_cache={cache}"], "methods": {"full": {}}}
     d["evaluate"].update(benchmarks={"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 2}},
-                         baselines=["no_ft"], listening=0, feature_cache=str(cache))
-    d["evaluate"]["listening"] = 2
-    d["align"]["workers"] = 1
+                         baselines=["no_ft"], listening=2, feature_cache=str(cache))
     cfg = experiment_from_dict(d, "test")
     run_experiment(cfg, stream=None, stage="data")
     run_experiment(cfg, stream=None, stage="align")
@@ -300,48 +312,27 @@ def test_adopted_aligned_folder_with_token_input(tmp_path, tiny_tokenizer):
     assert decoded["decoded"] == len(entries) >= 8 + 2  # training and benchmark clips (+ held-out ones, raw)
     run_experiment(cfg, stream=None)
     assert set(cache.glob("ctc_tokens/*/*.json")) == entries  # training, evaluation, listening: all hits
-    adopted = json.loads((run / "align" / "run" / "summary.json").read_text())
-    assert adopted["adaptor_sha256"] == weights_sha256(SpeechLLM.from_pretrained(src).adaptor)
+    final = run / "align" / "final"
     trained = load_file(run / "train" / "full" / "final" / "adaptor.safetensors")
-    for k, v in load_file(src / "adaptor.safetensors").items():
+    for k, v in load_file(final / "adaptor.safetensors").items():
         assert trained[k].equal(v), k  # no gradient reaches the adaptor through token rows
-    assert list(cache.glob("ctc_tokens/*/*.json"))
     heard = {row: (run / "evaluate" / row / "trivia" / "ctc" / "items.jsonl").read_text() for row in ("aligned", "full")}
     assert heard["aligned"] == heard["full"]
     from omnishift.report.build import build_report
 
     md = build_report(run).with_suffix(".md").read_text()
-    assert f"Adaptor adopted from {src}" in md and "speech input ctc_top1" in md
-    # the source folder retrained after adoption: the finished run is stale, named before anything runs
-    ad = load_file(src / "adaptor.safetensors")
-    from safetensors.torch import save_file
+    assert "reads speech as ctc_top1" in md
+    import yaml
 
-    save_file({k: v + 1 for k, v in ad.items()}, src / "adaptor.safetensors")
-    with pytest.raises(ValueError, match=r"stages \['align'\].*\['align.model'\].*--redo align"):
+    r = yaml.safe_load(open(recipe))
+    r["phases"][0]["optim"]["lr"] = 5e-3
+    open(recipe, "w").write(yaml.safe_dump(r))
+    with pytest.raises(ValueError, match=r"stages \['align'\].*\['align.recipe'\].*--redo align"):
         run_experiment(experiment_from_dict(d, "test"), stream=None)
-    with pytest.raises(ValueError, match=r"stages \['train', 'evaluate'\].*it reads stage align, which runs again.*"
-                                         r"--redo train evaluate"):
+    with pytest.raises(ValueError, match=r"stages \['train', 'evaluate'\].*it reads stage align, which runs again"):
         run_experiment(experiment_from_dict(d, "test"), stream=None, redo=["align"])
-    assert json.loads((run / "align" / "run" / "summary.json").read_text()) == adopted  # refusals change nothing
+    before = load_file(final / "adaptor.safetensors")
     run_experiment(experiment_from_dict(d, "test"), stream=None, redo=["align", "train", "evaluate"])
-    readopted = json.loads((run / "align" / "run" / "summary.json").read_text())
-    assert readopted["adaptor_sha256"] == weights_sha256(SpeechLLM.from_pretrained(src).adaptor) != adopted["adaptor_sha256"]
+    after = load_file(final / "adaptor.safetensors")
+    assert any(not before[k].equal(after[k]) for k in before)  # realigned with the new learning rate
     run_experiment(experiment_from_dict(d, "test"), stream=None)  # current again: nothing refused
-
-
-def test_adopted_aligned_folder_must_match_the_model_section(tmp_path, tiny_tokenizer):
-    from omnishift.models.speech_llm import SpeechLLM
-
-    parts = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, seed=3, adaptor_norm=True, ctc_head=True, k=1)
-    src = tmp_path / "aligned"
-    SpeechLLM.from_config(parts).save_pretrained(src, llm_is_base=True)
-    d = experiment(tmp_path, parts, stages=["data", "align"], model={**parts.__dict__, "k": 2})
-    d["align"] = {"model": str(src)}
-    with pytest.raises(ValueError, match="architecture differs.*'k'"):
-        run_experiment(experiment_from_dict(d, "test"), stream=None)
-    d["align"] = {"model": str(tmp_path / "nowhere")}
-    with pytest.raises(ConfigError, match="not a speech-LLM folder"):
-        experiment_from_dict(d, "test")
-    d["align"] = {"model": str(src), "config": "builtin:demo_align.yaml"}
-    with pytest.raises(ConfigError, match="exclude each other"):
-        experiment_from_dict(d, "test")
