@@ -1,7 +1,8 @@
 """One alignment (CTC) training step of a real adaptor: float32 vs bfloat16 autocast on the adaptor.
 
-Run: ``python benchmarks/align_step.py CONFIG FOLDER [--steps 12]``, e.g. ``configs/align/ctc2h_grow.yaml
-runs/align/ctc2h/final`` (the config's sets must exist). Prints one JSON object with the mean seconds
+Run: ``python benchmarks/align_step.py RECIPE FOLDER [--phase 0] [--steps 12]``, e.g. ``cpu_listen
+runs/align/cpu_listen/final`` (the recipe's sets must exist: ``omnishift align cpu_listen`` builds them first).
+Prints one JSON object with the mean seconds
 of a forward + backward step (batch of the config's size, its CTC options; the first 2 steps are
 warm-up and not counted) for ``fp32`` and ``bf16_adaptor``, each measured twice in alternation, and
 ``speedup``: the ratio of the two means, measured in this one run. The same batches are used for both.
@@ -19,19 +20,21 @@ import torch
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config")
+    p.add_argument("recipe", help="a recipe name (omnishift ls) or recipe YAML")
     p.add_argument("model")
+    p.add_argument("--phase", type=int, default=0, help="which phase's data and CTC options")
     p.add_argument("--steps", type=int, default=12)
     args = p.parse_args()
 
-    from omnishift.align.config import load_align_config
     from omnishift.align.objectives import CTCOptions, ctc_loss
+    from omnishift.align.recipe import load_recipe, phase_config
     from omnishift.align.trainer import load_sets
     from omnishift.models.precision import cpu_description
     from omnishift.models.speech_llm import SpeechLLM
     from omnishift.schema import build
 
-    cfg = load_align_config(args.config)
+    recipe, origin = load_recipe(args.recipe)
+    cfg = phase_config(recipe, args.phase, bf16=False, origin=origin)  # both precisions are timed below
     oc = cfg.objective_configs()[0]
     opts = build(CTCOptions, oc.options, "options")
     m = SpeechLLM.from_pretrained(args.model)

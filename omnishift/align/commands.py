@@ -59,24 +59,14 @@ def cmd_ls(args) -> int:
 
 
 def cmd_eval_ctc(args) -> int:
+    from omnishift.evaluate.ctc import eval_ctc
     from omnishift.evaluate.qa import load_benchmark
     from omnishift.models.speech_llm import SpeechLLM
-
     from omnishift.paths import ensure_writable_dir
 
     ensure_writable_dir(args.out)
     model = SpeechLLM.from_pretrained(args.model, ctc_decoding=decoding_from_args(args))
-    if args.checkpoint:  # the adaptor of an intermediate checkpoint of the same run (a learning curve)
-        from safetensors.torch import load_file
-
-        sd = load_file(str(Path(args.checkpoint) / "trainable.safetensors"))
-        adaptor = {k[len("adaptor."):]: v for k, v in sd.items() if k.startswith("adaptor.")}
-        if not adaptor:
-            raise ValueError(f"{args.checkpoint}: no adaptor weights in trainable.safetensors (not an align checkpoint)")
-        model.adaptor.load_state_dict(adaptor)
     examples = load_benchmark(args.benchmark, ["s2t"], args.limit, args.subset, args.seed, args.audio_dir)
-    from omnishift.evaluate.ctc import eval_ctc
-
     summary = eval_ctc(model, examples, args.out)
     print(json.dumps({"model": args.model, "benchmark": args.benchmark, **summary}))
     return 0
@@ -110,8 +100,8 @@ def register(sub) -> None:
     s.add_argument("--encoder", help="encoder name/folder (default: the default encoder)")
     s.add_argument("--texts", default="questions",
                    help="what is spoken, parts joined with '+': questions (questions/instructions), responses (the "
-                        "instruction sets' response sentences: far more of the LLM's vocabulary), rare (lists of the "
-                        "words those two seldom say); e.g. questions+responses")
+                        "instruction sets' response sentences: far more of the LLM's vocabulary); e.g. "
+                        "questions+responses")
     s.add_argument("--engines", default="espeak",
                    help="synthesizers and their weights, e.g. espeak=3,pico=1 (pico needs omnishift[pico])")
     s.add_argument("--lead-silence", type=float, default=0.0, metavar="S",
@@ -159,8 +149,6 @@ def register(sub) -> None:
     s.add_argument("--subset", type=positive_int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
-    s.add_argument("--checkpoint", help="use the adaptor of this checkpoint folder of the same run "
-                                        "(e.g. runs/align/ctc/checkpoints/step-00001000)")
     add_decoding_args(s)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_eval_ctc)

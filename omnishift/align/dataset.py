@@ -25,7 +25,6 @@ import json
 import logging
 import re
 import time
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -65,7 +64,7 @@ def _sentences(text: str) -> list[str]:
     return [x.strip() for x in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if x.strip()]
 
 
-TEXT_PARTS = ("questions", "responses", "rare")
+TEXT_PARTS = ("questions", "responses")
 
 
 def parse_text_parts(spec: str) -> tuple[str, ...]:
@@ -83,8 +82,7 @@ def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_
     """``(id, text)`` pairs to speak: Web Questions train questions + self-contained instructions
     (+ the instruction sets' response sentences with ``responses``).
 
-    ``parts`` (any of :data:`TEXT_PARTS`) overrides ``responses``: ``questions`` and ``responses`` as
-    above, ``rare`` the phrases of :func:`rare_word_texts` (words the other two seldom say).
+    ``parts`` (any of :data:`TEXT_PARTS`) overrides ``responses``.
 
     Why responses: CTC over the LLM's vocabulary can only emit tokens it was aligned on, and the
     questions alone leave 4.0 % of LLaMA Questions' SmolLM2 tokens unseen and 12.2 % seen under 5
@@ -111,61 +109,21 @@ def alignment_texts(data_dir: str | Path | None = None, min_words: int = 3, max_
     responses = [(f"{e.id}/r{j}", x) for e in rows for j, x in enumerate(_sentences(e.response or ""))]
     kept = _dedup(questions + responses, banned, min_words, max_words)  # a response repeating a question goes
     response_ids = {i for i, _ in responses}
-    out = [(i, t) for i, t in kept if ("responses" if i in response_ids else "questions") in parts]
-    if "rare" in parts:  # word lists carry no function word: the English check (meant for rows) is skipped
-        written = [f"{e.text} {e.response or ''}" for e in rows] + [a for e in web_train for a in e.answers]
-        out += _dedup(rare_word_texts([t for _, t in kept], written), banned, min_words, max_words, english=False)
-    return out
+    return [(i, t) for i, t in kept if ("responses" if i in response_ids else "questions") in parts]
 
 
-def _dedup(pairs: list[tuple[str, str]], banned: set, min_words: int, max_words: int,
-           english: bool = True) -> list[tuple[str, str]]:
+def _dedup(pairs: list[tuple[str, str]], banned: set, min_words: int, max_words: int) -> list[tuple[str, str]]:
     """Pairs with whitespace normalised, minus benchmark questions, repeats, odd lengths, non-English."""
     out, seen = [], set()
     for id_, text in pairs:
         text = " ".join(text.split())
         key = _norm(text)
         if (key in banned or key in seen or not min_words <= len(text.split()) <= max_words
-                or (english and not _is_english(text))):
+                or not _is_english(text)):
             continue
         seen.add(key)
         out.append((id_, text))
     return out
-
-
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]")
-
-
-def rare_word_texts(common: list[str], written: list[str], words_per_text: int = 5, max_count: int = 5,
-                    min_sources: int = 2, seed: int = 0) -> list[tuple[str, str]]:
-    """Phrases of words that the alignment texts say fewer than ``max_count`` times.
-
-    Why: a CTC head over the LLM's vocabulary emits only tokens it was aligned on, and an entity
-    heard twice in 80k sentences is not learned: the ``ctc_sil`` adaptor drops or replaces the
-    rare content word a question hinges on ("chemical symbol for sodium" -> "chemical symbol for").
-    The words come from the allowed sources themselves (every instruction, input passage and
-    response of the instruction sets, and the Web Questions *train* answers, which are Freebase
-    entity names), never from a benchmark; each word is spoken once per call, in a random group
-    of ``words_per_text`` (a list, not a sentence: the point is the words' sounds).
-
-    Args:
-        common: the texts already spoken (their word counts decide what is rare).
-        written: the source texts words are taken from (:func:`alignment_texts` passes every
-            instruction row with its input and response, and the Web Questions train answers).
-        max_count: a word is rare when ``common`` says it fewer times than this (case-sensitive,
-            as the tokens are: " Paris" and " paris" are different classes).
-        min_sources: ... and the sources write it at least this often (drops typos).
-        seed: the grouping order.
-
-    Returns:
-        ``(id, text)`` pairs ``rare/NNNNN``.
-    """
-    said = Counter(w for t in common for w in _WORD.findall(t))
-    sources = Counter(w for t in written for w in _WORD.findall(t))
-    words = sorted(w for w, c in sources.items() if c >= min_sources and said[w] < max_count and w.isascii())
-    words = [words[i] for i in np.random.default_rng(seed).permutation(len(words))]
-    return [(f"rare/{i // words_per_text:05d}", " ".join(words[i: i + words_per_text]) + ".")
-            for i in range(0, len(words), words_per_text)]
 
 
 # ---- worker process ------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ dataclass and ``loss(model, items, options) -> (sum, count)``, then add
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -65,24 +64,15 @@ class CTCOptions:
     tokens plus this many uniformly sampled other tokens per step (sampled softmax: the sampled
     logits get + log(others / sampled), so their summed probability estimates that of all other
     tokens); decoding still uses the whole vocabulary. 0: the whole vocabulary every step.
-    split_p: subword regularisation (as BPE-dropout): each target token that is a word piece of 3+
-    letters is, with this probability, replaced by the canonical tokens of its two halves
-    (:func:`split_targets`); training only. 0: the canonical tokens always.
     bf16_adaptor: run the adaptor (MLP and context layers) under bfloat16 autocast, weights and
-    optimizer state staying float32 (mixed precision); training only. The grown adaptor's
-    fwd+bwd step is ~1.9x faster on AVX512-BF16 CPUs (``benchmarks/align_step.py``); dev WER after 250
-    steps matched float32 (44.8 vs 44.6 %), but no whole run has used it yet, so it is off by default."""
+    optimizer state staying float32 (mixed precision); training only. Faster steps on CPUs with
+    native bfloat16 (``docs/benchmarks.md``); a recipe sets both bf16 options from its ``precision``."""
 
     time_mask: float = 0.0
     feature_dropout: float = 0.0
     bf16_logits: bool = False
     negatives: int = 0
-    split_p: float = 0.0
     bf16_adaptor: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.split_p <= 1.0:
-            raise ValueError(f"split_p is a probability in [0, 1], got {self.split_p}")
 
 
 def speech_outputs(model, items: list[dict], time_mask: float = 0.0, feature_dropout: float = 0.0,
@@ -105,42 +95,6 @@ def speech_outputs(model, items: list[dict], time_mask: float = 0.0, feature_dro
     return emb, frames // model.config.k
 
 
-_WORD_PIECE = re.compile(r" ?[A-Za-z]{3,}")
-
-
-def split_targets(tokenizer, ids: list[int], p: float, max_labels: int) -> list[int]:
-    """One item's CTC targets with word pieces split at random (subword regularisation).
-
-    Why: CTC over the LLM's vocabulary must name a rare word by its own token (" sodium"), which the
-    alignment texts say a handful of times, so the adaptor drops it on real speech (issue 11). Seeing
-    the same sounds also as shorter, frequent pieces (" sod" + "ium") is BPE-dropout's remedy
-    (Provilkov et al., 2020). The pieces decode to the same text, so the LLM reads the same words.
-
-    Args:
-        tokenizer: the LLM's tokenizer (its canonical encoding of each half).
-        ids: the canonical target token ids.
-        p: probability of splitting each eligible token: its text is 3+ ASCII letters after an
-            optional leading space; the cut leaves a letter on each side.
-        max_labels: speech embeddings of the clip; a split that CTC could not fit (labels + repeats
-            over this) is undone, and the canonical ids are returned.
-
-    Returns:
-        The target ids. Two draws of the global torch RNG per input token whatever happens, so a
-        resumed run draws the same numbers.
-    """
-    draws, cuts = torch.rand(len(ids)).tolist(), torch.rand(len(ids)).tolist()
-    out = []
-    for t, d, c in zip(ids, draws, cuts):
-        text = tokenizer.decode([t])
-        if d >= p or not _WORD_PIECE.fullmatch(text):
-            out.append(t)
-            continue
-        lo = 2 if text.startswith(" ") else 1  # one letter (after the space) stays on the left
-        cut = lo + int(c * (len(text) - lo))  # lo .. len - 1: one letter stays on the right
-        out += tokenizer.encode(text[:cut], add_special_tokens=False) + tokenizer.encode(text[cut:], add_special_tokens=False)
-    return out if ctc_frames_needed(out) <= max_labels else list(ids)
-
-
 def ctc_frames_needed(ids: list[int]) -> int:
     """Fewest speech embeddings a CTC path for ``ids`` needs: one per label, plus a blank between
     each pair of equal neighbours."""
@@ -156,9 +110,6 @@ def ctc_loss(model, items: list[dict], options: CTCOptions) -> tuple[torch.Tenso
         emb, lengths = speech_outputs(model, items, options.time_mask, options.feature_dropout)
     table = model.llm.get_input_embeddings().weight.detach()
     targets = [torch.as_tensor(it["ctc_targets"], dtype=torch.long) for it in items]
-    if model.adaptor.training and options.split_p > 0:
-        targets = [torch.as_tensor(split_targets(model.tokenizer, t.tolist(), options.split_p, int(n)), dtype=torch.long)
-                   for t, n in zip(targets, lengths)]
     vocab, offset = None, None
     if options.negatives > 0:
         vocab, targets, offset = _sample_classes(targets, table.shape[0], options.negatives)

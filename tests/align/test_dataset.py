@@ -72,38 +72,6 @@ def test_alignment_texts_never_hold_a_benchmark_question(shared_data):
         assert all(3 <= len(x.split()) <= 30 and x.isascii() for _, x in t)
 
 
-def test_rare_word_lists_say_each_seldom_said_word_once(shared_data):
-    """``rare``: lists of the words the question and response texts say fewer than 5 times, each word
-    once, in groups of up to 5; the other parts keep their texts."""
-    import collections
-
-    from omnishift.align.dataset import _WORD
-
-    common = alignment_texts(shared_data, parts=("questions", "responses"))
-    rare = alignment_texts(shared_data, parts=("rare",))
-    assert alignment_texts(shared_data, parts=("questions", "responses", "rare")) == common + rare
-    assert len(rare) > 1000 and all(i.startswith("rare/") for i, _ in rare)
-    said = collections.Counter(w for _, t in common for w in _WORD.findall(t))
-    words = [w for _, t in rare for w in _WORD.findall(t)]
-    assert len(words) == len(set(words))  # each once
-    assert all(said[w] < 5 for w in words)
-    assert all(3 <= len(t.split()) <= 5 and t.endswith(".") for _, t in rare)
-    assert "Paris" not in words and said["Paris"] >= 5  # a common word is not listed
-    with pytest.raises(ValueError, match="parts"):
-        alignment_texts(shared_data, parts=("questions", "poems"))
-
-
-def test_rare_word_texts_by_hand():
-    from omnishift.align.dataset import rare_word_texts
-
-    common = ["the cat sat", "the cat ran", "a Cat"]  # said: the 2, cat 2, sat 1, ran 1, Cat 1 (a: 1 letter)
-    written = ["zebra zebra cat sat", "Cat typo ran", "ran"]  # written: zebra 2, cat 1, sat 1, Cat 1, typo 1, ran 2
-    out = rare_word_texts(common, written, words_per_text=2, max_count=2, min_sources=2)
-    # rare = written >= 2 times and said < 2 times: zebra (0), ran (1); never "cat" (said 2) or "typo" (written 1)
-    assert sorted(w for _, t in out for w in t.rstrip(".").split()) == ["ran", "zebra"]
-    assert [i for i, _ in out] == ["rare/00000"] and out[0][1].endswith(".")
-
-
 def test_parse_text_parts():
     from omnishift.align.dataset import parse_text_parts
 

@@ -136,37 +136,6 @@ def _bpe_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|im_end|>")
 
 
-def test_split_targets_cuts_word_pieces_into_canonical_halves_that_decode_the_same():
-    from omnishift.align.objectives import split_targets
-
-    tok = _bpe_tokenizer()
-    ids = tok.encode("what is the symbol for sodium? it is na", add_special_tokens=False)
-    assert tok.convert_ids_to_tokens(ids).count("Ġsodium") == 1  # whole words are single tokens here
-    torch.manual_seed(0)
-    assert split_targets(tok, ids, 0.0, 100) == ids
-    torch.manual_seed(0)
-    out = split_targets(tok, ids, 1.0, 100)
-    assert tok.decode(out) == tok.decode(ids)
-    eligible = [t for t in ids if len(tok.decode([t]).strip()) >= 3 and tok.decode([t]).strip().isalpha()]
-    assert eligible and len(out) >= len(ids) + len(eligible)  # each of them became at least two tokens
-    assert "Ġsodium" not in tok.convert_ids_to_tokens(out) and "?" in tok.decode(out)  # punctuation untouched
-    torch.manual_seed(0)
-    assert split_targets(tok, ids, 1.0, 100) == out  # the global RNG decides: a resumed run splits alike
-    assert split_targets(tok, ids, 1.0, len(ids)) == ids  # CTC could not fit the split: canonical ids
-
-
-def test_ctc_loss_splits_targets_only_while_training():
-    tok = _bpe_tokenizer()
-    m = make_tiny_speech_llm(tok, adaptor_norm=True, ctc_head=True, k=1)
-    item = {"encoder_states": torch.randn(40, 16), "ctc_targets": tok.encode("the sodium symbol", add_special_tokens=False)}
-    m.adaptor.train()
-    _, n_plain = ctc_loss(m, [item], CTCOptions())
-    _, n_split = ctc_loss(m, [item], CTCOptions(split_p=1.0))
-    assert n_split > n_plain == len(item["ctc_targets"])
-    m.adaptor.eval()
-    assert ctc_loss(m, [item], CTCOptions(split_p=1.0))[1] == n_plain
-
-
 def test_bf16_adaptor_runs_the_adaptor_in_bfloat16_while_training_only(tiny_tokenizer):
     """Mixed precision: the loss stays close to the float32 one, the gradients reach the float32
     weights, the adaptor's matmuls really run in bfloat16 (their outputs differ from float32), and

@@ -61,19 +61,23 @@ def test_the_recipe_runs_resumes_and_its_folder_carries_the_decoding(tiny_recipe
     assert s["ctc_decoding"] == d["decoding"] and s["speech_input"] == "ctc_top1"
 
 
-def test_a_changed_recipe_is_refused_part_by_part(tiny_recipe):
+def test_a_changed_recipe_is_refused_part_by_part_or_redone(tiny_recipe, tmp_path):
     f, d = tiny_recipe
     cfg, origin = load_recipe(f)
     run_recipe(cfg, origin, progress=False)
     d["phases"][0]["optim"]["lr"] = 5e-3
     f.write_text(yaml.safe_dump(d))
-    with pytest.raises(ValueError, match=r"phases/mlp: cannot resume with a different config \(changed: \['optim.lr'\]\)"):
+    with pytest.raises(ValueError, match=r"phases/mlp: this alignment phase 'mlp' was made from other inputs \(changed: "
+                                         r"\['config'\]\); rerun with a new out_dir \(or, in omnishift run, --redo align\)"):
         run_recipe(*load_recipe(f), progress=False)
     d["phases"][0]["optim"]["lr"] = 1e-3
     d["sets"][1]["seed"] = 99
     f.write_text(yaml.safe_dump(d))
-    with pytest.raises(FileExistsError, match=r"sets/sil8k holds an alignment set built from other inputs.*'seed'"):
+    with pytest.raises(ValueError, match=r"sets/sil8k: this alignment set 'sil8k' was made from other inputs \(changed: "
+                                         r"\['seed'\]\)"):
         run_recipe(*load_recipe(f), progress=False)
+    run_recipe(*load_recipe(f), progress=False, redo=True)  # redo: the changed set, and the phases on it, again
+    assert json.loads((tmp_path / "recipe" / "sets" / "sil8k" / "meta.json").read_text())["seed"] == 99
 
 
 @pytest.mark.parametrize("change, message", [

@@ -251,27 +251,6 @@ def test_resume_with_another_config_is_refused_but_a_moved_run_is_not(tmp_path, 
     assert align(_config(tmp_path, set_dir, "b", max_steps=2), model=_model(tiny_tokenizer), resume=True).is_dir()
 
 
-def test_eval_ctc_command_reads_a_checkpoint_adaptor(tmp_path, tiny_tokenizer, monkeypatch):
-    """`omnishift eval-ctc MODEL --checkpoint CKPT` transcribes with that checkpoint's adaptor."""
-    from omnishift.cli import main
-    from omnishift.data.manifest import Example, write_manifest
-    from omnishift.data.synth import write_wav
-
-    cfg = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="clip")
-    m = SpeechLLM.from_config(cfg)
-    final = align(_config(tmp_path, _set(tmp_path, m), max_steps=4), model=m)
-    wav = write_wav(tmp_path / "q.wav", tone(1.0))
-    write_manifest(tmp_path / "bench.jsonl", [Example(id="q1", text="hi", audio=str(wav), answers=["x"])])
-    outs = {}
-    for name, extra in (("final", []), ("step2", ["--checkpoint", str(tmp_path / "run" / "checkpoints" / "step-00000002")])):
-        assert main(["eval-ctc", str(final), "--benchmark", str(tmp_path / "bench.jsonl"), "--out",
-                     str(tmp_path / name), *extra]) == 0
-        outs[name] = json.loads((tmp_path / name / "summary.json").read_text())
-        assert outs[name]["n"] == 1
-    assert main(["eval-ctc", str(final), "--benchmark", str(tmp_path / "bench.jsonl"), "--out", str(tmp_path / "x"),
-                 "--checkpoint", str(tmp_path / "parts")]) == 2  # not a checkpoint: a clear error, exit 2
-
-
 def test_grown_context_layers_start_as_the_identity_then_train_and_reload(tmp_path, tiny_tokenizer):
     """grow_layers: the grown adaptor hears exactly what the saved one did at step 0; training moves
     the new layers (their zeroed output projections get gradients) and the final folder rebuilds them."""
