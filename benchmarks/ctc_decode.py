@@ -10,7 +10,7 @@ CTC head (``omnishift align``). Prints one JSON object:
 * ``slowdown_beam_lm_vs_greedy``: ratio of the two, measured in this one run.
 
 The first ``--n`` items are used; on LLaMA Questions this is a test set, so the settings given
-here should come from a dev set (see ``docs/results/align_cpu/README.md``), not be tuned on it.
+here should come from a dev set (see ``experiments/align_cpu/README.md``), not be tuned on it.
 """
 
 from __future__ import annotations

@@ -128,3 +128,20 @@ def test_cli_asks_torch_for_huge_pages_unless_the_user_said_otherwise():
     mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if mode.is_file() and "[madvise]" in mode.read_text() and Path("/proc/self/smaps_rollup").is_file():
         assert huge_kb >= 2048 and off_kb == 0  # torch madvised the 64 MB tensor only when asked
+
+
+def test_the_readme_is_a_short_guide_whose_command_table_is_the_cli():
+    import argparse
+    import re
+    from pathlib import Path
+
+    from omnishift.cli import build_parser
+
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    table = re.findall(r"^\| `omnishift ([a-z0-9-]+)` \|", readme, re.M)
+    assert table == list(sub.choices)  # every command, once, in --help order
+    assert len(readme.splitlines()) <= 200
+    assert not re.search(r"issue \d+|sitting|20\d\d-\d\d-\d\d", readme, re.I)
+    assert not [p for p in (root / "docs").rglob("*") if p.suffix in (".py", ".sh")]  # the lab lives in experiments/

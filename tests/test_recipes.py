@@ -130,5 +130,5 @@ def test_the_recipes_doc_names_every_registry(doc):
     from pathlib import Path
 
     text = (Path(__file__).parents[1] / doc).read_text()
-    for table in ("METHODS", "OBJECTIVES", "ENGINES", "STAGES", "COMMAND_MODULES"):
+    for table in ("METHODS", "OBJECTIVES", "ENGINES", "STAGES", "RECIPES", "COMMAND_MODULES"):
         assert table in text

@@ -13,7 +13,7 @@ batched per frame), after a fixed context (:func:`user_turn_context`: the chat t
 user-turn opening), so the prior is "what a user types as a question"; ``eos_weight`` also asks it,
 once per surviving hypothesis, whether the user's turn may end there (:func:`user_turn_end`).
 Defaults are the settings
-chosen on held-out synthetic questions (``docs/results/align_cpu/``: beam 4, LM weight 0.5,
+chosen on held-out synthetic questions (``experiments/align_cpu/``: beam 4, LM weight 0.5,
 length bonus 3; 27.8 % dev WER against 37.4 % without the LM).
 """
 

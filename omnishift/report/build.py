@@ -214,6 +214,7 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                                   [[_display(r), v["n"], f"{v['ppl_text']:.2f}", f"{v['ppl_speech']:.2f}",
                                     f"{v['ppl_speech_mismatched']:.2f}", f"{v['gain_nats']:.3f}"]
                                    for r, v in listen.items()]))
+        s.paragraphs += scale_notes(run, order, cells, methods)
         distinct = [f"{_display(r)} {bench_title(b)} {d}/{n}" for r in order for b in benches
                     if (r, b, "s2t") in cells and (f := run / "evaluate" / r / b / "s2t" / "items.jsonl").is_file()
                     for d, n in [distinct_answers(f)]]
@@ -282,3 +283,26 @@ def build_report(run_dir: str | Path, title: str = "") -> Path:
              f"`omnishift report {run}`."]
     atomic_write_text(run / "report.md", render_markdown(title, sections, run, intro))
     return atomic_write_text(run / "report.html", render_html(title, sections, intro))
+
+
+def scale_notes(run: Path, rows: list[str], cells: dict, methods: list[str]) -> list[str]:
+    """At what scale each speech row was trained, and, where S2T is near zero, why and what fixes it:
+    so a toy run (the demo) is never read as the method's result."""
+    from omnishift.align.recipe import RECIPES, load_recipe
+
+    al, notes = _json(run / "align" / "recipe.json"), []
+    if al:
+        steps = sum(p.get("steps", 0) for p in al["parts"] if "phase" in p)
+        clips = sum(p.get("clips") or 0 for p in al["parts"] if "set" in p)
+        notes.append(f"Scale: the adaptor was aligned for {steps} steps on {clips} synthetic clips.")
+    trained = {m: _json(run / "train" / m / "summary.json") for m in methods}
+    told = [f"{_display(m)} {v['steps']} steps" for m, v in trained.items() if v and "steps" in v]
+    if told:
+        notes.append("Stage 1: " + ", ".join(told) + ".")
+    low = sorted({_display(r) for (r, _, m), v in cells.items() if m == "s2t" and r != "cascade" and v["accuracy"] < 0.05})
+    if low:
+        shipped = "; ".join(f"`omnishift align {n}` ({load_recipe(n)[0].measured})" for n in RECIPES)
+        notes.append(f"S2T is near zero for {', '.join(low)}: at this scale the adaptor does not carry the question yet "
+                     f"(aligned for {'seconds' if al and steps < 500 else 'too short' if al else 'not at all'}). "
+                     f"The recipe that makes it listen: {shipped}.")
+    return notes

@@ -272,6 +272,9 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
     md = build_report(run).with_suffix(".md").read_text()
     assert "What the adaptor hears" in md and "Aligned adaptor, frozen LLM" in md and "Adaptor alignment" in md
     assert "Recipe " in md and "phase ctc: 3 steps" in md
+    assert "Scale: the adaptor was aligned for 3 steps on 12 synthetic clips." in md and "Stage 1: Frozen" in md
+    s2t = json.loads((run / "evaluate" / "aligned" / "trivia" / "s2t" / "summary.json").read_text())["accuracy"]
+    assert (s2t < 0.05) == ("The recipe that makes it listen: `omnishift align cpu_listen`" in md)
     listen = json.loads((run / "evaluate" / "aligned" / "listening" / "summary.json").read_text())
     assert listen["n"] == 3 and listen["gain_nats"] == pytest.approx(
         __import__("math").log(listen["ppl_speech_mismatched"] / listen["ppl_speech"]))
