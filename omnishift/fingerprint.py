@@ -1,6 +1,6 @@
 """What produced an artifact, recorded beside it and checked before the artifact is reused.
 
-Why: a file left by an earlier run was reused because its id or name matched (issue 12: answers of
+Why: a file left by an earlier run was reused because its id or name matched (answers of
 another model published under a new label, old clips paired with edited questions). Every reusable
 folder therefore holds ``PRODUCED_BY.json``: the inputs that determine its content (model weights'
 hash, prompt, decoding settings, texts, voices, config) and their fingerprint. A later run with other

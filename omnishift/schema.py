@@ -215,7 +215,7 @@ def require(cfg, origin: str, *rules: tuple[str, object]) -> None:
         rules: ``(dotted key, test)`` pairs; ``test`` is ``(predicate, "what it must be")``.
 
     Why at load: a negative LR trains in the wrong direction and ``epochs: 0`` saves an untrained
-    model, both with exit 0 (issue 12); a load-time refusal costs nothing.
+    model, both with exit 0; a load-time refusal costs nothing.
     """
     bad = []
     for key, (ok, want) in rules:

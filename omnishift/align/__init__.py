@@ -1,1 +1,1 @@
-"""Speech alignment of the adaptor before Stage 1 (issue 11): data, objectives, training."""
+"""Speech alignment of the adaptor before Stage 1 : data, objectives, training."""

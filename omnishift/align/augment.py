@@ -1,7 +1,7 @@
 """Cheap, seeded speaker and channel variety for synthetic speech (eSpeak NG).
 
 Why: an adaptor aligned on eSpeak NG alone learns the synthesizer, not speech; on real
-recordings its CTC transcript plateaus near 47 % WER (issue 11's probe). eSpeak itself varies
+recordings its CTC transcript plateaus near 47 % WER (measured, experiments/align_cpu). eSpeak itself varies
 voice, variant, rate and pitch; this module adds what it cannot: vocal-tract length (speed
 perturbation, which shifts formants as another speaker would), pitch contour range, room
 (a synthetic reverberation tail), microphone colour (random low/high-pass) and noise at a random

@@ -1,7 +1,7 @@
 """Adaptor alignment (``omnishift align``): teach the adaptor to carry speech content, LLM frozen.
 
 Why a stage before Stage 1: with ~1k spoken instructions, Stage 1's cheapest way to lower the
-response loss is a content-free soft prompt (issue 11; LLaMA-Omni needs 100k+ examples). Aligning
+response loss is a content-free soft prompt (LLaMA-Omni needs 100k+ examples). Aligning
 the adaptor first, on tens of thousands of cheap synthetic clips and with objectives that can only
 be met by carrying the words (:mod:`.objectives`), gives Stage 1 an adaptor that already listens.
 

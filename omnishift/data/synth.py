@@ -160,7 +160,7 @@ def synth_manifest(
     atomic_write_text(cfg_path, json.dumps({**settings, "espeak_ng": _engine().version or None,
                                             "sample_rate": SAMPLE_RATE}, indent=2) + "\n")
 
-    # which text each WAV speaks: a WAV is reused only for the same text (issue 12.3: an edited
+    # which text each WAV speaks: a WAV is reused only for the same text (an edited
     # question, or two sources sharing a folder, paired an old clip with a new text by id alone)
     index_path = out_dir / "texts.json"
     index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
@@ -244,7 +244,7 @@ def ensure_audio(examples: list, audio_dir: str | os.PathLike | None, config: Sy
     if not audio_dir:
         raise ValueError(f"{len(missing)} of {len(examples)} examples have no audio (e.g. {missing[0].id!r}): give an "
                          "audio folder (--audio-dir / data.audio_dir) to synthesize it with eSpeak NG")
-    # only the rows without audio are spoken: rows with recordings keep them (issue 12.2)
+    # only the rows without audio are spoken: rows with recordings keep them
     src = write_manifest(Path(audio_dir) / "source.jsonl", missing)
     spoken = {e.id: e for e in read_manifest(synth_manifest(src, audio_dir, config,
                                                             max_seconds=None if drop_too_long else MAX_SECONDS))}

@@ -42,7 +42,7 @@ class FrameStackAdaptor(nn.Module):
         layers: pre-norm Transformer encoder layers over the adaptor outputs (before the RMSNorm).
             Why: the MLP sees 100 ms of encoder states at a time, while a BPE token spans 0.1-0.8 s;
             CTC over the LLM's vocabulary plateaued at 44 % WER on held-out synthetic clips with the
-            plain MLP (issue 11), i.e. it underfits even in domain. 0 keeps LLaMA-Omni's layout.
+            plain MLP (experiments/align_cpu), i.e. it underfits even in domain. 0 keeps LLaMA-Omni's layout.
             Positions come from the Whisper states themselves (sinusoidal embeddings added in the
             encoder), so the layers add none.
     """
@@ -67,7 +67,7 @@ class FrameStackAdaptor(nn.Module):
     def grow_context(self, n: int) -> None:
         """Append ``n`` context layers that start as the identity, so the adaptor's output is unchanged.
 
-        Why: a context layer trained from scratch learns slower than the MLP alone (issue 11:
+        Why: a context layer trained from scratch learns slower than the MLP alone (experiments/align_cpu:
         ``ctc_ctx`` was behind the plain MLP at equal steps), so growing one onto an aligned adaptor
         keeps what it hears and only adds what cross-frame attention can correct. Each new pre-norm
         layer computes ``x + attn(norm(x)) + ffn(norm(.))``; zeroing the attention's output projection

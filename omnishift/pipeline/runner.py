@@ -8,7 +8,7 @@ outside the run (``Stage.inputs``), and the output fingerprints of the stages it
 rerun skips a finished stage only while all of that still holds; a stale one is refused by name
 (``--redo STAGE`` redoes it, ``--accept-stale`` keeps it) or, for a cheap derived stage (the
 report, the figures), simply run again. An unfinished stage resumes its units from what is on disk
-(checkpoints, ``items.jsonl``), so a run can span several sittings: kill it, run the same command
+(checkpoints, ``items.jsonl``), so a run can span several sessions: kill it, run the same command
 again.
 
 Progress goes to stderr (stage i/N, unit i/n with an ETA from the units done so far) and to

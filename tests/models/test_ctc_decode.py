@@ -67,8 +67,8 @@ def test_lm_weight_breaks_acoustic_ties_towards_the_likely_word():
     # one frame, tokens 0 and 1 acoustically equal; the LM prefers token 1 at the start
     logp = torch.tensor([[-5.0, math.log(0.5), math.log(0.5)]]).log_softmax(-1)
     lm = {-1: torch.tensor([math.log(0.1), math.log(0.9)])}
-    off = BeamSettings(beam=4, token_top_k=2, token_min_logp=-1e9, lm_weight=0.0, length_bonus=0.0)
-    on = BeamSettings(beam=4, token_top_k=2, token_min_logp=-1e9, lm_weight=1.0, length_bonus=0.0)
+    off = BeamSettings(beam=4, token_top_k=2, token_min_logp=-1e9, lm_weight=0.0, length_bonus=0.0, eos_weight=0.0)
+    on = BeamSettings(beam=4, token_top_k=2, token_min_logp=-1e9, lm_weight=1.0, length_bonus=0.0, eos_weight=0.0)
     assert ctc_beam_search(logp, _FixedPrior(lm), off) in ([0], [1])
     assert ctc_beam_search(logp, _FixedPrior(lm), on) == [1]
     lm_other = {-1: torch.tensor([math.log(0.9), math.log(0.1)])}
@@ -113,7 +113,7 @@ def test_eos_weight_keeps_a_question_from_stopping_before_its_last_word():
     table = {-1: torch.tensor([0.0, -9.0, -9.0, -9.0]), 0: torch.tensor([-9.0, 0.0, -9.0, -9.0]),
              1: torch.tensor([-9.0, -9.0, -9.0, 0.0])}
     end = 3
-    off = BeamSettings(beam=4, token_top_k=3, token_min_logp=-1e9, lm_weight=0.0, length_bonus=-0.5)
+    off = BeamSettings(beam=4, token_top_k=3, token_min_logp=-1e9, lm_weight=0.0, length_bonus=-0.5, eos_weight=0.0)
     on = BeamSettings(beam=4, token_top_k=3, token_min_logp=-1e9, lm_weight=0.0, length_bonus=-0.5, eos_weight=1.0)
     assert ctc_beam_search(logp, _FixedPrior(table), off) == [0]
     assert ctc_beam_search(logp, _FixedPrior(table), on, end_token=end) == [0, 1]
@@ -121,7 +121,7 @@ def test_eos_weight_keeps_a_question_from_stopping_before_its_last_word():
         ctc_beam_search(logp, _FixedPrior(table), on)
 
 
-def test_decoding_flags_keep_older_folders_keys_unless_the_end_weight_is_set():
+def test_decoding_flags_give_the_validated_settings():
     import argparse
 
     from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
@@ -129,7 +129,10 @@ def test_decoding_flags_keep_older_folders_keys_unless_the_end_weight_is_set():
     p = argparse.ArgumentParser()
     add_decoding_args(p)
     assert decoding_from_args(p.parse_args([])) is None
-    assert decoding_from_args(p.parse_args(["--ctc-beam", "8"])) == {"beam": 8, "lm_weight": 0.5, "length_bonus": 3.0}
+    # the defaults are the validated settings, end-of-turn term included
+    assert decoding_from_args(p.parse_args(["--ctc-beam", "8"])) == {"beam": 8, "lm_weight": 0.5, "length_bonus": 3.0,
+                                                                     "eos_weight": 0.5}
+    assert decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "0"]))["eos_weight"] == 0.0
     assert decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "0.5"]))["eos_weight"] == 0.5
     with pytest.raises(ValueError, match="eos_weight"):
         decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "-1"]))
@@ -163,8 +166,8 @@ def test_speech_llm_reads_the_ctc_path_with_beam_search(tiny_tokenizer):
     states = m.encode_audio([tone(1.0)])
     logp = next(m.ctc_log_probs(states))
     prior = LLMPrior(m.llm, user_turn_context(tiny_tokenizer))
-    tokens = ctc_beam_search(logp, prior, m.beam_settings)
-    assert m.ctc_tokens(logp) == tokens
+    tokens = ctc_beam_search(logp, prior, m.beam_settings, end_token=user_turn_end(tiny_tokenizer))
+    assert m.beam_settings.eos_weight == 0.5 and m.ctc_tokens(logp) == tokens  # the validated default
     table = m.llm.get_input_embeddings().weight
     torch.testing.assert_close(m.ctc_compress(states[0]), table[torch.tensor(tokens, dtype=torch.long)])
     assert m.ctc_transcripts(states) == [tiny_tokenizer.decode(tokens).strip()]

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from omnishift.models.ctc_decode import LLMPrior, ctc_beam_search, user_turn_context
+from omnishift.models.ctc_decode import LLMPrior, ctc_beam_search, user_turn_context, user_turn_end
 from tests.tiny_models import make_tiny_speech_llm, tone
 
 BEAM = {"beam": 4, "lm_weight": 3.0, "length_bonus": 0.5}  # a heavy LM weight: the prior decides
@@ -40,7 +40,8 @@ def test_front_end_is_the_base_llm_after_the_llm_is_trained(tiny_tokenizer):
     for s in states:
         emb = m.adaptor(s[None].float(), torch.tensor([s.shape[0]]))
         lp = ctc_logits(emb, table, m.adaptor.ctc_blank, log_scale=m.adaptor.ctc_log_scale)[0].log_softmax(-1)
-        drifted.append(ctc_beam_search(lp[: s.shape[0] // m.config.k], LLMPrior(m.llm, ctx), m.beam_settings))
+        drifted.append(ctc_beam_search(lp[: s.shape[0] // m.config.k], LLMPrior(m.llm, ctx), m.beam_settings,
+                                       end_token=user_turn_end(tiny_tokenizer)))
     assert drifted != before
     # the prior and the table are not parameters: never trained, saved or counted
     assert not any("prior" in n or "ctc_table" in n for n, _ in m.named_parameters())
