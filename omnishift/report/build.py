@@ -139,7 +139,8 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                 dev = p["summary"].get("dev_wer")
                 parts.append(f"phase {p['phase']}: {p['steps']} steps" + (f", held-out greedy-CTC WER {100 * dev:.1f}%"
                                                                            if dev is not None else ""))
-        s.paragraphs.append(f"Recipe {al['recipe']}: " + "; ".join(parts) + f". The aligned model reads speech as "
+        name = Path(al["recipe"].split(" (with overrides")[0]).stem  # the recipe, not the run's own overrides
+        s.paragraphs.append(f"Recipe {name}: " + "; ".join(parts) + f". The aligned model reads speech as "
                             f"{al['speech_input']} (CTC decoding {al['decoding'] or 'greedy'}); bfloat16: "
                             f"{al['precision']['bf16']}.")
         sections.append(s)
