@@ -88,6 +88,15 @@ def cmd_eval_aligned(args) -> int:
     return 0
 
 
+def _benchmark_args(s) -> None:
+    """The spoken benchmark a command reads (the same selection flags as ``omnishift eval``)."""
+    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
+    s.add_argument("--limit", type=positive_int)
+    s.add_argument("--subset", type=positive_int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
+
+
 def register(sub) -> None:
     """Register ``align-data``, ``align``, ``ls``, ``eval-aligned`` and ``eval-ctc``."""
     s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
@@ -129,11 +138,7 @@ def register(sub) -> None:
     s = sub.add_parser("eval-aligned", help="what an aligned model hears and answers in one call: greedy and beam CTC "
                                             "WER, S2T accuracy and listening gain on a benchmark's recordings")
     s.add_argument("model", help="aligned speech-LLM folder (it says how it reads speech: omnishift align writes it)")
-    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
-    s.add_argument("--limit", type=positive_int)
-    s.add_argument("--subset", type=positive_int)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
+    _benchmark_args(s)
     s.add_argument("--listen", type=int, default=100, metavar="N",
                    help="questions of the listening check (the model's own T2T answers as responses; 0: off)")
     s.add_argument("--workers", type=positive_int, default=2, help="processes decoding the clips (one thread each)")
@@ -144,11 +149,7 @@ def register(sub) -> None:
 
     s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: CTC transcripts (greedy, or beam search with the LLM) and WER on a benchmark")
     s.add_argument("model", help="speech-LLM folder with a CTC head")
-    s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
-    s.add_argument("--limit", type=positive_int)
-    s.add_argument("--subset", type=positive_int)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
+    _benchmark_args(s)
     add_decoding_args(s)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_eval_ctc)
