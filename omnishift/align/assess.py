@@ -77,15 +77,14 @@ def assess_aligned(folder: str | Path, examples: list, out: str | Path, *, liste
     if not model.config.ctc_head:
         raise ValueError(f"{folder}: no CTC head (ctc_head: false): nothing to transcribe; assess an aligned folder")
     listen = min(listen, len(examples))
-    raw = [bench] if listen and model.config.speech_input != "adaptor" else []
+    raw = [bench] if listen and model.reading.beam else []  # the listening check decodes raw audio
     times["decode"] = decode_clips(folder, fc, [bench], raw=raw, raw_limit=listen, workers=workers,
                                    progress=progress) if model.config.ctc_decoding else None
     settings = EvalSettings(progress=progress, feature_cache=fc) if settings is None else settings
     model.use_token_cache(fc / "ctc_tokens")
     if not _unit(out / "ctc", inputs, "CTC transcripts", "summary.json"):
         eval_ctc(model, examples, out / "ctc", feature_cache=fc)
-    greedy = SpeechLLM.from_pretrained(folder)  # the same weights, reading its CTC path greedily
-    greedy.config.ctc_decoding, greedy.beam_settings = None, None
+    greedy = SpeechLLM.from_pretrained(folder, reading={"ctc_decoding": None})  # the same weights, read greedily
     if not _unit(out / "ctc_greedy", inputs, "greedy CTC transcripts", "summary.json"):
         eval_ctc(greedy, examples, out / "ctc_greedy", feature_cache=fc)
     if not _unit(out / "s2t", inputs, "S2T evaluation", "summary.json"):

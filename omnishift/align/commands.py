@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
+from omnishift.evaluate.reading_args import add_reading_args, reading_from_args
 from omnishift.schema import positive_int
 
 
@@ -65,7 +65,7 @@ def cmd_eval_ctc(args) -> int:
     from omnishift.paths import ensure_writable_dir
 
     ensure_writable_dir(args.out)
-    model = SpeechLLM.from_pretrained(args.model, ctc_decoding=decoding_from_args(args))
+    model = SpeechLLM.from_pretrained(args.model, reading=reading_from_args(args))
     examples = load_benchmark(args.benchmark, ["s2t"], args.limit, args.subset, args.seed, args.audio_dir)
     summary = eval_ctc(model, examples, args.out)
     print(json.dumps({"model": args.model, "benchmark": args.benchmark, **summary}))
@@ -150,6 +150,6 @@ def register(sub) -> None:
     s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: CTC transcripts (greedy, or beam search with the LLM) and WER on a benchmark")
     s.add_argument("model", help="speech-LLM folder with a CTC head")
     _benchmark_args(s)
-    add_decoding_args(s)
+    add_reading_args(s, speech_input=False)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_eval_ctc)

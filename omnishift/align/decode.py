@@ -46,7 +46,7 @@ def _decode(task: tuple[str, list[str]]) -> tuple[int, int]:
         model.clip_tokens([load_states(f) for f in _W["features"].states(audios)])
     else:
         for a in audios:
-            model.ctc_compress(a)
+            model.speech_plan(a)  # the reading's tokens, through the cache
     return model.token_cache.hits - before[0], model.token_cache.misses - before[1]
 
 

@@ -242,7 +242,7 @@ def _assemble(cfg: RecipeConfig, last: Path) -> Path:
     """``out_dir/final``: the last phase's adaptor, reading speech as the recipe was validated."""
     from omnishift.models.speech_llm import SpeechLLM
 
-    model = SpeechLLM.from_pretrained(last, speech_input=cfg.speech_input, ctc_decoding=cfg.decoding)
+    model = SpeechLLM.from_pretrained(last, reading={"speech_input": cfg.speech_input, "ctc_decoding": cfg.decoding})
     model.config.ctc_decoding = cfg.decoding  # None (greedy) too, whatever the phase folder says
     return model.save_pretrained(Path(cfg.out_dir) / "final", llm_is_base=True)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
+from omnishift.evaluate.reading_args import add_reading_args, reading_from_args
 from omnishift.schema import positive_int
 
 
@@ -57,10 +57,9 @@ def cmd_eval(args) -> int:
     ensure_writable_dir(args.out)  # before loading the benchmark, which may synthesize its audio
     selection, settings = _selection(args), _settings(args)
     examples = selection.load(args.benchmark, modes)
-    model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, speech_input=args.speech_input,
-                            ctc_decoding=decoding_from_args(args))
+    model = load_speech_llm(None if args.model in ("base", "cascade") else args.model, reading=reading_from_args(args))
     meta = {"model": args.model, "benchmark": args.benchmark, "prompt": args.prompt, **selection.meta(),
-            "speech_input": model.config.speech_input,
+            "speech_input": model.config.speech_input, "speech_options": model.config.speech_options,
             "ctc_decoding": model.config.ctc_decoding}
     for mode in modes:
         out_dir = Path(args.out) / mode
@@ -134,9 +133,7 @@ def register(sub) -> None:
     s.add_argument("--mode", choices=["t2t", "s2t", "both"],
                    help="default: both (cascade: s2t)")
     s.add_argument("--asr-model", help="cascade only: a CTranslate2 Whisper folder (default: shipped tiny.en)")
-    s.add_argument("--speech-input", choices=["adaptor", "ctc_top1", "ctc_soft"],
-                   help="read the speech another way than the model folder says (CTC-head models)")
-    add_decoding_args(s)
+    add_reading_args(s)
     _benchmark_args(s)
     s.add_argument("--out", required=True, help="output folder (per-mode items.jsonl + summary.json)")
     s.set_defaults(func=cmd_eval)

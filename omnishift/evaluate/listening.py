@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from omnishift.importance.deactivate import perplexity
-from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
+from omnishift.evaluate.reading_args import add_reading_args, reading_from_args
 from omnishift.schema import positive_int
 
 
@@ -55,8 +55,7 @@ def cmd_listening(args) -> int:
         from omnishift.paths import ensure_writable_dir
 
         ensure_writable_dir(Path(args.out).parent, "--out's folder")
-    model = load_speech_llm(None if args.model == "base" else args.model, speech_input=args.speech_input,
-                            ctc_decoding=decoding_from_args(args))
+    model = load_speech_llm(None if args.model == "base" else args.model, reading=reading_from_args(args))
     text, _ = build_items(args.data, "text", limit=args.limit, audio_dir=args.audio_dir,
                           max_response_tokens=args.max_response_tokens, tokenizer=model.tokenizer)
     speech, _ = build_items(args.data, "speech", limit=args.limit, audio_dir=args.audio_dir,
@@ -79,8 +78,6 @@ def add_parser(sub) -> None:
     s.add_argument("--audio-dir", help="where missing speech is synthesized")
     s.add_argument("--max-response-tokens", type=positive_int, default=64)
     s.add_argument("--batch-size", type=positive_int, default=4)
-    s.add_argument("--speech-input", choices=["adaptor", "ctc_top1", "ctc_soft"],
-                   help="read the speech another way than the model folder says (CTC-head models)")
-    add_decoding_args(s)
+    add_reading_args(s)
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=cmd_listening)

@@ -230,27 +230,3 @@ def prefix_beams(logp: torch.Tensor, prior: LLMPrior | None, settings: BeamSetti
         ranked = sorted(new.items(), key=lambda kv: _lae(*kv[1]), reverse=True)
         beams = dict(ranked[: settings.beam])
     return beams
-
-
-def add_decoding_args(parser) -> None:
-    """``--ctc-beam/--ctc-lm-weight/--ctc-length-bonus`` for commands that read a CTC path."""
-    parser.add_argument("--ctc-beam", type=int, metavar="N",
-                        help="read the CTC path with prefix beam search of width N and the model's LLM as language "
-                             "model (default: as the model folder says; greedy unless it sets ctc_decoding)")
-    parser.add_argument("--ctc-lm-weight", type=float, default=BeamSettings.lm_weight, metavar="W",
-                        help="with --ctc-beam: weight of the LLM's log-probability (0: no LM)")
-    parser.add_argument("--ctc-length-bonus", type=float, default=BeamSettings.length_bonus, metavar="B",
-                        help="with --ctc-beam: score added per token")
-    parser.add_argument("--ctc-eos-weight", type=float, default=BeamSettings.eos_weight, metavar="E",
-                        help="with --ctc-beam: weight of the LLM's log-probability that the question ends where "
-                             "the hypothesis does (0: off)")
-
-
-def decoding_from_args(args) -> dict | None:
-    """The ``ctc_decoding`` override the flags ask for (None: keep the model folder's)."""
-    if getattr(args, "ctc_beam", None) is None:
-        return None
-    d = {"beam": args.ctc_beam, "lm_weight": args.ctc_lm_weight, "length_bonus": args.ctc_length_bonus,
-         "eos_weight": args.ctc_eos_weight}
-    BeamSettings(**d)  # range checks now, before any model is loaded
-    return d

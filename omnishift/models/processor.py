@@ -100,9 +100,9 @@ class SpeechLLMProcessor:
         self.frame_policy = frame_policy
         self.placeholder = placeholder
         # When set (a SpeechLLM whose speech input is CTC-compressed), maps one clip's audio or
-        # encoder states to its speech embeddings ``(n, H)``, n depending on what is said; the
-        # batch then carries them as ``speech_embeds`` and reserves n slots.
-        self.speech_compressor = None
+        # encoder states to ``(states (frames, C), SpeechPlan)``: n slots, n depending on what is
+        # said (:mod:`~omnishift.models.speech_inputs`); the batch then carries the states and the plan.
+        self.speech_planner = None
 
     def _template(self, prompt: str, response: str | None) -> tuple[str, str]:
         """Return (prompt text up to the assistant turn, full text with the response)."""
@@ -140,10 +140,11 @@ class SpeechLLMProcessor:
             ``input_ids``, ``attention_mask``, ``labels`` (B, L); ``speech_mask`` (B, L) marking
             speech slots; and when items have speech, ``speech_frames`` (N,) encoder frames to
             keep per clip, in item order, plus ``input_features`` (N, n_mels, 3000) for raw audio
-            or ``encoder_states`` (N, max frames, C) for cached states; or, with a
-            :attr:`speech_compressor`, ``speech_embeds`` (sum of slots, H) instead of all three.
+            or ``encoder_states`` (N, max frames, C) for cached states; with a
+            :attr:`speech_planner`, always ``encoder_states`` plus the plan: ``speech_tokens`` (S,),
+            ``speech_spans`` (S, 2) and ``speech_slots`` (N,), S being the slots of all clips.
         """
-        rows, speech_audio, speech_states, speech_frames, speech_embeds = [], [], [], [], []
+        rows, speech_audio, speech_states, speech_frames, plans = [], [], [], [], []
         for i, item in enumerate(items):
             prompt = item["prompt"]
             audio = item.get("audio") if item.get("audio") is not None else item.get("encoder_states")
@@ -158,10 +159,12 @@ class SpeechLLMProcessor:
                 ids, is_speech = self._encode(head), None
             else:
                 before, after = head.split(self.placeholder)
-                if self.speech_compressor is not None:  # variable-length input (see speech_compressor)
-                    emb = self.speech_compressor(audio)  # n, H
-                    speech_embeds.append(emb)
-                    frames = emb.shape[0] * self.frame_policy.k
+                n_emb = None
+                if self.speech_planner is not None:  # variable-length input (see speech_planner)
+                    states, plan = self.speech_planner(audio)  # frames, C ; n slots
+                    frames, n_emb = states.shape[0], len(plan.tokens)
+                    speech_states.append(states)
+                    plans.append(plan)
                 elif item.get("audio") is not None:
                     frames = self.frame_policy.encoder_frames(len(audio))
                     speech_audio.append(np.asarray(audio, dtype=np.float32))
@@ -169,7 +172,7 @@ class SpeechLLMProcessor:
                     states = load_states(audio)  # frames, C
                     frames = states.shape[0]
                     speech_states.append(states)
-                n_emb = frames // self.frame_policy.k
+                n_emb = frames // self.frame_policy.k if n_emb is None else n_emb
                 pre, post = self._encode(before), self._encode(after)
                 ids = pre + [self.tokenizer.pad_token_id] * n_emb + post
                 is_speech = [False] * len(pre) + [True] * n_emb + [False] * len(post)
@@ -179,9 +182,10 @@ class SpeechLLMProcessor:
             is_speech = (is_speech or [False] * len(ids)) + [False] * len(resp)
             rows.append((ids + resp, labels, is_speech))
         batch = self._pad(rows, padding_side)
-        if speech_embeds:
-            batch["speech_embeds"] = torch.cat(speech_embeds)  # sum n_i, H
-            return batch
+        if plans:
+            batch["speech_tokens"] = torch.cat([p.tokens for p in plans])  # S
+            batch["speech_spans"] = torch.cat([p.spans for p in plans]).reshape(-1, 2)  # S, 2
+            batch["speech_slots"] = torch.tensor([len(p.tokens) for p in plans], dtype=torch.long)  # N
         if speech_audio and speech_states:
             raise ValueError("a batch mixes raw audio and cached encoder states; attach the cache to all items")
         if speech_states:

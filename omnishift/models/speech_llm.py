@@ -31,15 +31,17 @@ from omnishift.models.ctc_decode import LLMPrior, beam_settings, ctc_beam_search
 from omnishift.models.encoder import encode_clips, encode_kept
 from omnishift.models.defaults import DEFAULT_ENCODER, DEFAULT_LLM, load_encoder, load_llm
 from omnishift.models.processor import SPEECH_PLACEHOLDER, FramePolicy, SpeechLLMProcessor
+from omnishift.models.speech_inputs import SPEECH_INPUTS, SpeechPlan, reading
 from omnishift.paths import atomic_dir, atomic_write_text
+from omnishift.schema import build
 
 CONFIG_NAME = "omnishift_config.json"
-SPEECH_INPUTS = ("adaptor", "ctc_top1", "ctc_soft")
+ADAPTOR_NAME = "adaptor.safetensors"
+__all__ = ["READING_KEYS", "SPEECH_INPUTS", "SpeechLLM", "SpeechLLMConfig", "load_speech_llm"]
 
 
 def _has_speech(batch: dict) -> bool:
-    return "speech_frames" in batch or "speech_embeds" in batch
-ADAPTOR_NAME = "adaptor.safetensors"
+    return "speech_frames" in batch
 
 
 @dataclass
@@ -61,11 +63,12 @@ class SpeechLLMConfig:
             token embeddings (False: LLaMA-Omni's plain MLP, whose checkpoints load unchanged).
         ctc_head: give the adaptor a CTC blank class, so it can be aligned with CTC over the LLM's
             vocabulary (:mod:`omnishift.align`) and its transcript read back (:meth:`SpeechLLM.ctc_transcripts`).
-        speech_input: what fills the speech slots: ``adaptor`` (one adaptor output per k frames,
-            LLaMA-Omni), or CTC-compressed (LegoSLM; needs ``ctc_head``): the non-blank, de-duplicated
-            embeddings of the greedy CTC path, as the LLM's own token rows (``ctc_top1``) or as the
-            posterior-weighted mix of token rows (``ctc_soft``). Compressed input is not
-            differentiable w.r.t. the adaptor (Stage 1 then trains only the LLM side).
+        speech_input: what fills the speech slots, a name in
+            :data:`~omnishift.models.speech_inputs.SPEECH_INPUTS`: ``adaptor`` (one adaptor output
+            per k frames, LLaMA-Omni), or one slot per CTC segment (needs ``ctc_head``): token rows
+            (``ctc_top1``, no gradient to the adaptor), posterior-weighted rows (``ctc_soft``) or
+            the adaptor's own outputs (``ctc_peak``).
+        speech_options: settings of that reading (its ``options`` dataclass, e.g. ``{"temperature": 0.5}``).
         adaptor_layers: Transformer layers over the adaptor outputs (context across 100-ms
             embeddings, see :class:`FrameStackAdaptor`); 0 is LLaMA-Omni's plain MLP.
         ctc_decoding: how the CTC path is read (``ctc_top1`` and :meth:`SpeechLLM.ctc_transcripts`):
@@ -88,6 +91,7 @@ class SpeechLLMConfig:
     speech_input: str = "adaptor"
     adaptor_layers: int = 0
     ctc_decoding: dict | None = None
+    speech_options: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "SpeechLLMConfig":
@@ -128,12 +132,12 @@ class SpeechLLM(nn.Module):
         self.adaptor = adaptor
         policy = FramePolicy(config.frame_policy, config.k, config.trim_margin_s, encoder.config.max_source_positions)
         self.processor = SpeechLLMProcessor(tokenizer, feature_extractor, policy, config.placeholder)
-        if config.speech_input not in SPEECH_INPUTS:
-            raise ValueError(f"speech_input {config.speech_input!r} unknown: use one of {SPEECH_INPUTS}")
-        if config.speech_input != "adaptor":
-            if not config.ctc_head:
-                raise ValueError(f"speech_input {config.speech_input!r} needs an adaptor with a CTC head (ctc_head: true)")
-            self.processor.speech_compressor = self.ctc_compress
+        self.reading = reading(config.speech_input)
+        self.speech_options = build(self.reading.options, config.speech_options or {}, "speech_options")
+        if self.reading.ctc_head and not config.ctc_head:
+            raise ValueError(f"speech_input {config.speech_input!r} needs an adaptor with a CTC head (ctc_head: true)")
+        if self.reading.plan is not None:
+            self.processor.speech_planner = self.speech_plan
         if config.ctc_decoding and not config.ctc_head:
             raise ValueError(f"ctc_decoding {config.ctc_decoding} (the --ctc-* flags) reads the CTC path of an adaptor "
                              "with a CTC head, and this model has none (ctc_head: false): drop the --ctc-* flags, or "
@@ -151,9 +155,10 @@ class SpeechLLM(nn.Module):
                      else llm.get_input_embeddings().weight.detach().clone())
         object.__setattr__(self, "_prior_llm", prior)
         object.__setattr__(self, "_ctc_table", table)
-        if self.beam_settings is not None and config.speech_input == "ctc_soft":
-            raise ValueError("ctc_decoding (beam search) picks tokens, not frames: use it with speech_input "
-                             "ctc_top1, or drop it for ctc_soft")
+        if self.beam_settings is not None and self.reading.plan is not None and not self.reading.beam:
+            raise ValueError(f"ctc_decoding (beam search) picks tokens, not frames: speech_input "
+                             f"{config.speech_input!r} pools the greedy path's frames; drop ctc_decoding "
+                             f"(--ctc-beam 0) or read ctc_top1")
 
     @classmethod
     def from_config(cls, config: SpeechLLMConfig | None = None, dtype=torch.float32) -> "SpeechLLM":
@@ -172,10 +177,11 @@ class SpeechLLM(nn.Module):
                 (N, n_mels, 3000) or ``encoder_states`` (N, max frames, C).
 
         Returns:
-            ``(sum_i speech_frames_i / k, d_llm)``: the embeddings of all clips, concatenated in order.
+            ``(sum_i speech_frames_i / k, d_llm)``: the embeddings of all clips, concatenated in order
+            (or, for a CTC-compressed reading, one per planned slot: :mod:`.speech_inputs`).
         """
-        if "speech_embeds" in batch:  # CTC-compressed input, computed by the processor
-            return batch["speech_embeds"]
+        if self.reading.fill is not None:
+            return self.reading.fill(self, batch)
         frames = batch["speech_frames"]
         keep = int(frames.max())
         if "encoder_states" in batch:
@@ -344,8 +350,9 @@ class SpeechLLM(nn.Module):
         return out
 
     @torch.no_grad()
-    def ctc_compress(self, clip) -> torch.Tensor:
-        """One clip's CTC-compressed speech embeddings ``(n, H)`` (``speech_input`` ``ctc_top1``/``ctc_soft``).
+    def speech_plan(self, clip) -> tuple[torch.Tensor, SpeechPlan]:
+        """One clip's encoder states ``(frames, C)`` and the slots its reading plans (the
+        processor's :attr:`~omnishift.models.processor.SpeechLLMProcessor.speech_planner`).
 
         Args:
             clip: raw 16 kHz audio, or its encoder states ``(frames, C)`` (tensor or feature-cache file).
@@ -356,14 +363,14 @@ class SpeechLLM(nn.Module):
             states = load_states(clip).float()
         else:  # raw samples
             states = self.encode_audio([clip])[0]
-        table = self.llm.get_input_embeddings().weight
-        if self.config.speech_input == "ctc_top1":
-            return table[torch.tensor(self.clip_tokens([states])[0], dtype=torch.long)].detach()  # n, H
-        logp = next(self.ctc_log_probs([states]))  # T', 1 + V
-        best = logp.argmax(-1)  # T'
-        prev = torch.cat([best.new_full((1,), -1), best[:-1]])
-        keep = (best != 0) & (best != prev)  # non-blank, first frame of each run
-        return (logp[keep][:, 1:].softmax(-1) @ table.float()).to(table.dtype)  # n, V @ V, H -> n, H
+        return states, self.reading.plan(self, states)
+
+    @torch.no_grad()
+    def speech_vectors(self, clip) -> torch.Tensor:
+        """What the LLM reads for one clip: its speech vectors ``(n, H)`` under this model's reading."""
+        batch = self.processor([{"prompt": self.config.placeholder, "encoder_states": clip if isinstance(
+            clip, (torch.Tensor, str, Path)) else self.encode_audio([clip])[0]}])
+        return self.speech_embeddings(batch)
 
     @torch.no_grad()
     def ctc_transcripts(self, states: list[torch.Tensor]) -> list[str]:
@@ -413,15 +420,13 @@ class SpeechLLM(nn.Module):
         return Path(path)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype=torch.float32, speech_input: str | None = None,
-                        ctc_decoding: dict | None = None) -> "SpeechLLM":
+    def from_pretrained(cls, path: str | Path, dtype=torch.float32, reading: dict | None = None) -> "SpeechLLM":
         """Load a folder written by :meth:`save_pretrained`.
 
         Args:
-            speech_input: read the speech another way than the folder says (``adaptor``,
-                ``ctc_top1``, ``ctc_soft``; the weights are the same), e.g. to compare an aligned
-                adaptor's continuous output with its CTC-compressed transcript.
-            ctc_decoding: read the CTC path another way than the folder says (None: as saved).
+            reading: read the speech another way than the folder says (the weights are the same):
+                any of ``speech_input``, ``speech_options``, ``ctc_decoding`` (None there: greedy), e.g.
+                to compare an aligned adaptor's continuous output with its CTC transcript.
         """
         path = Path(path)
         if not (path / CONFIG_NAME).is_file():
@@ -429,10 +434,7 @@ class SpeechLLM(nn.Module):
         meta = json.loads((path / CONFIG_NAME).read_text())
         meta.pop("omnishift_version", None)
         fmt = meta.pop("llm_format")
-        if speech_input is not None:
-            meta["speech_input"] = speech_input
-        if ctc_decoding is not None:
-            meta["ctc_decoding"] = ctc_decoding
+        meta.update(_reading_overrides(reading))
         config = SpeechLLMConfig.from_dict(meta)
         if fmt == "full":
             llm, tok = load_llm(path / "llm", dtype=dtype)
@@ -452,10 +454,20 @@ class SpeechLLM(nn.Module):
         return model.eval()
 
 
-def load_speech_llm(path: str | Path | None = None, speech_input: str | None = None, ctc_decoding: dict | None = None,
-                    **config) -> SpeechLLM:
-    """A saved speech-LLM folder, or (``path=None``) the configured base models with a fresh adaptor."""
+READING_KEYS = ("speech_input", "speech_options", "ctc_decoding")
+
+
+def _reading_overrides(reading: dict | None) -> dict:
+    """``reading`` checked against the config fields a loaded folder may be read with."""
+    unknown = sorted(set(reading or {}) - set(READING_KEYS))
+    if unknown:
+        raise ValueError(f"reading overrides {unknown} unknown: a folder may be read with other {list(READING_KEYS)}")
+    return dict(reading or {})
+
+
+def load_speech_llm(path: str | Path | None = None, reading: dict | None = None, **config) -> SpeechLLM:
+    """A saved speech-LLM folder, or (``path=None``) the configured base models with a fresh adaptor;
+    ``reading``: how the speech is read, if not as the folder (or config) says."""
     if path:
-        return SpeechLLM.from_pretrained(path, speech_input=speech_input, ctc_decoding=ctc_decoding)
-    extra = {k: v for k, v in (("speech_input", speech_input), ("ctc_decoding", ctc_decoding)) if v}
-    return SpeechLLM.from_config(SpeechLLMConfig(**config, **extra))
+        return SpeechLLM.from_pretrained(path, reading=reading)
+    return SpeechLLM.from_config(SpeechLLMConfig(**config, **_reading_overrides(reading)))

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from omnishift.models.speech_inputs import reading
 from omnishift.pipeline.context import Context
 from omnishift.reuse import content_sha256
 
@@ -55,7 +56,7 @@ def decode_run_clips(ctx: Context, final: Path) -> dict | None:
     nothing to do. The cache is keyed by content (clip states, adaptor, decoding settings, LLM)."""
     meta = json.loads((final / "omnishift_config.json").read_text(encoding="utf-8"))
     fc = ctx.cfg.evaluate.feature_cache
-    if meta.get("speech_input") != "ctc_top1" or not meta.get("ctc_decoding") or not fc:
+    if not reading(meta.get("speech_input", "adaptor")).beam or not meta.get("ctc_decoding") or not fc:
         return None
     from omnishift.align.decode import decode_clips
 

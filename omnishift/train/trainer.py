@@ -215,8 +215,8 @@ def _truncate_log(path: Path, step: int) -> None:
 def _without_adaptor(model, groups: list[ParamGroup]) -> list[ParamGroup]:
     """Freeze the adaptor and drop the groups that hold only its parameters.
 
-    Why: under a CTC ``speech_input`` the speech slots are filled with token rows, so no gradient
-    reaches the adaptor; AdamW's weight decay would still move it. Groups are matched by parameter
+    Why: under a reading that is not differentiable (``ctc_top1``: token rows fill the speech slots)
+    no gradient reaches the adaptor; AdamW's weight decay would still move it. Groups are matched by parameter
     identity, not by name, so a method may name or split its adaptor group as it likes.
 
     Args:
@@ -233,8 +233,8 @@ def _without_adaptor(model, groups: list[ParamGroup]) -> list[ParamGroup]:
     for g in groups:
         inside = sum(id(p) in adaptor for p in g.params)
         if 0 < inside < len(g.params):
-            raise ValueError(f"parameter group {g.name!r} mixes adaptor and LLM parameters; under a CTC "
-                             "speech_input the adaptor is frozen, so give it a group of its own")
+            raise ValueError(f"parameter group {g.name!r} mixes adaptor and LLM parameters; under a "
+                             "speech_input without gradient the adaptor is frozen, so give it a group of its own")
         if inside == 0:
             kept.append(g)
     return kept
@@ -288,7 +288,7 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     sharded = dist.is_sharded(accelerator)
     model.to(accelerator.device)
     groups = setup_method(model, config.method.name, config.method.options)
-    if model.config.speech_input != "adaptor":  # token rows fill the speech slots: no gradient reaches the adaptor
+    if not model.reading.differentiable:  # e.g. token rows fill the speech slots: no gradient reaches the adaptor
         groups = _without_adaptor(model, groups)
         if not groups:
             raise ValueError(f"method {config.method.name} trains only the adaptor, which speech_input "

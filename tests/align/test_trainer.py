@@ -189,7 +189,7 @@ def test_ctc_compressed_input_fills_one_slot_per_heard_token(tmp_path, tiny_toke
         m.adaptor.ctc_blank[-1] = -1e4  # blank never wins: every run of equal tokens is one slot
     audio = tone(1.0)
     states = m.encode_audio([audio])[0]
-    emb = m.ctc_compress(audio)
+    emb = m.speech_vectors(audio)
     from omnishift.models.adaptor import ctc_logits
 
     with torch.no_grad():
@@ -206,7 +206,7 @@ def test_ctc_compressed_input_fills_one_slot_per_heard_token(tmp_path, tiny_toke
         out = m.generate(batch, max_new_tokens=3)
     assert len(out) == 1
     soft = make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, frame_policy="clip", speech_input="ctc_soft")
-    assert soft.ctc_compress(audio).shape[1] == m.llm.get_input_embeddings().weight.shape[1]
+    assert soft.speech_vectors(audio).shape[1] == m.llm.get_input_embeddings().weight.shape[1]
     with pytest.raises(ValueError, match="CTC head"):
         make_tiny_speech_llm(tiny_tokenizer, speech_input="ctc_top1")
 

@@ -121,23 +121,6 @@ def test_eos_weight_keeps_a_question_from_stopping_before_its_last_word():
         ctc_beam_search(logp, _FixedPrior(table), on)
 
 
-def test_decoding_flags_give_the_validated_settings():
-    import argparse
-
-    from omnishift.models.ctc_decode import add_decoding_args, decoding_from_args
-
-    p = argparse.ArgumentParser()
-    add_decoding_args(p)
-    assert decoding_from_args(p.parse_args([])) is None
-    # the defaults are the validated settings, end-of-turn term included
-    assert decoding_from_args(p.parse_args(["--ctc-beam", "8"])) == {"beam": 8, "lm_weight": 0.5, "length_bonus": 3.0,
-                                                                     "eos_weight": 0.5}
-    assert decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "0"]))["eos_weight"] == 0.0
-    assert decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "0.5"]))["eos_weight"] == 0.5
-    with pytest.raises(ValueError, match="eos_weight"):
-        decoding_from_args(p.parse_args(["--ctc-beam", "4", "--ctc-eos-weight", "-1"]))
-
-
 def test_user_turn_end_is_the_token_after_the_users_words(tiny_tokenizer):
     assert user_turn_end(tiny_tokenizer) == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
 
@@ -169,7 +152,7 @@ def test_speech_llm_reads_the_ctc_path_with_beam_search(tiny_tokenizer):
     tokens = ctc_beam_search(logp, prior, m.beam_settings, end_token=user_turn_end(tiny_tokenizer))
     assert m.beam_settings.eos_weight == 0.5 and m.ctc_tokens(logp) == tokens  # the validated default
     table = m.llm.get_input_embeddings().weight
-    torch.testing.assert_close(m.ctc_compress(states[0]), table[torch.tensor(tokens, dtype=torch.long)])
+    torch.testing.assert_close(m.speech_vectors(states[0]), table[torch.tensor(tokens, dtype=torch.long)])
     assert m.ctc_transcripts(states) == [tiny_tokenizer.decode(tokens).strip()]
     m.beam_settings = BeamSettings(beam=4, lm_weight=0.5, eos_weight=1.0)  # the model hands the beam its end token
     assert m.ctc_tokens(logp) == ctc_beam_search(logp, prior, m.beam_settings, end_token=user_turn_end(tiny_tokenizer))

@@ -84,7 +84,7 @@ def test_transcripts_and_compressed_input_share_the_cache(tiny_tokenizer, tmp_pa
     m.use_token_cache(tmp_path)
     states = m.encode_audio([tone(1.2)])
     text = m.ctc_transcripts(states)
-    emb = m.ctc_compress(states[0])
+    emb = m.speech_vectors(states[0])
     assert m.token_cache.hits == 1 and m.token_cache.misses == 1
     tokens = m.clip_tokens(states)[0]
     assert text == [tiny_tokenizer.decode(tokens).strip()]

@@ -1,0 +1,184 @@
+"""What fills the speech slots: one table, :data:`SPEECH_INPUTS`, of the ways the LLM reads speech.
+
+Why a table: each reading decides how many slots a clip gets, which vectors fill them, whether the
+LLM's loss reaches the adaptor through them, and which settings it reads. Trainer, evaluator, the
+alignment recipe and the pipeline ask the table instead of branching on a name.
+
+Two steps per clip, so that a differentiable reading is exact under batching:
+
+1. ``plan(model, states) -> SpeechPlan`` runs once in the processor, without gradient: the CTC
+   segmentation (which frames say which token). Discrete, so nothing is lost by fixing it; the
+   processor reserves one slot per planned row.
+2. ``fill(model, batch) -> (sum of slots, H)`` runs in the forward pass, with gradient where the
+   reading is ``differentiable``: the adaptor is run again on the batch's encoder states and the
+   planned segments are pooled.
+
+Readings (``speech_input`` of a model folder):
+
+* ``adaptor``: one adaptor output per k frames (LLaMA-Omni; the paper's path).
+* ``ctc_top1``: the CTC path's tokens (greedy, or beam search with the LLM: ``ctc_decoding``) as
+  the LLM's own token rows. An ASR cascade inside the model: no gradient reaches the adaptor. Kept as
+  the reference the continuous readings are measured against.
+* ``ctc_soft``: per greedy CTC segment, the mean over its frames of ``softmax(token logits / T)``
+  times the token table (posterior-weighted embeddings: LegoSLM, arXiv 2505.11352; FBK's "weighted"
+  shrink adapter). Blank-won frames are dropped (CJST, 2411.07607). Continuous, with gradient.
+* ``ctc_peak``: per greedy CTC segment, the mean adaptor output over its frames (WeSR's speech LLM;
+  Wav2Prompt, 2406.00522): the adaptor's own vectors, with gradient.
+
+Adding a reading is one function pair and one line in :data:`SPEECH_INPUTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+
+class SpeechPlan(NamedTuple):
+    """One clip's slots: ``tokens (n,)`` the token each slot reads as (the CTC reading), and
+    ``spans (n, 2)`` the [start, end) adaptor frames it pools (-1 where a beam token has no span)."""
+
+    tokens: torch.Tensor
+    spans: torch.Tensor
+
+
+@dataclass
+class SoftOptions:
+    """Args: temperature: divides the token logits before the softmax (lower: closer to the
+    token row of the top class; ``ctc_soft`` at T -> 0 is ``ctc_top1`` read greedily)."""
+
+    temperature: float = 1.0
+
+
+@dataclass
+class NoOptions:
+    """This reading has no settings."""
+
+
+class SpeechInput(NamedTuple):
+    """A registry entry.
+
+    ``plan``: ``(model, states (frames, C)) -> SpeechPlan`` or None (one slot per k frames);
+    ``fill``: ``(model, batch) -> (sum of slots, H)`` or None (the adaptor outputs);
+    ``differentiable``: the LLM's loss reaches the adaptor through the filled vectors;
+    ``beam``: reads ``ctc_decoding`` (beam search picks tokens, so only a token reading can use it);
+    ``ctc_head``: needs an adaptor with a CTC head; ``options``: dataclass of ``speech_options``.
+    """
+
+    plan: Callable | None
+    fill: Callable | None
+    differentiable: bool
+    beam: bool
+    ctc_head: bool
+    options: type
+    summary: str
+
+
+def greedy_segments(logp: torch.Tensor) -> SpeechPlan:
+    """The greedy CTC path's segments: runs of one non-blank class over ``logp (T, 1 + V)``.
+
+    Returns:
+        ``SpeechPlan`` with one row per run (token id = class - 1) and its frame span.
+    """
+    best = logp.argmax(-1)  # T
+    t = best.shape[0]
+    starts = torch.ones(t, dtype=torch.bool)
+    starts[1:] = best[1:] != best[:-1]
+    first = starts.nonzero().squeeze(-1)  # R: first frame of each run
+    ends = torch.cat([first[1:], first.new_tensor([t])])  # R
+    cls = best[first]
+    keep = cls != 0  # runs the blank won are dropped
+    spans = torch.stack([first[keep], ends[keep]], dim=-1)  # n, 2
+    return SpeechPlan(cls[keep] - 1, spans)
+
+
+def _states(batch: dict, model) -> torch.Tensor:
+    """The batch's encoder states ``(N, frames, C)``, encoded here when it carries log-mels."""
+    if "encoder_states" in batch:
+        return batch["encoder_states"]
+    return model.encode_features(batch["input_features"], batch["speech_frames"])
+
+
+def _segment_index(batch: dict, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames the planned segments cover, as flat indices into ``(N * width)``, and the segment
+    (slot, in batch order) each belongs to."""
+    spans, slots = batch["speech_spans"], batch["speech_slots"]  # S, 2 ; N
+    clip = torch.repeat_interleave(torch.arange(len(slots), device=spans.device), slots.to(spans.device))  # S
+    lengths = spans[:, 1] - spans[:, 0]  # S
+    seg = torch.repeat_interleave(torch.arange(len(spans), device=spans.device), lengths)  # F
+    offset = torch.arange(int(lengths.sum()), device=spans.device) - torch.repeat_interleave(
+        lengths.cumsum(0) - lengths, lengths)  # F: position inside the segment
+    frame = clip[seg] * width + spans[seg, 0] + offset  # F
+    return frame, seg
+
+
+def _pooled(model, batch: dict, per_frame: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Mean of ``per_frame(adaptor outputs (F, H))`` over each planned segment: ``(S, D)``."""
+    states, frames = _states(batch, model), batch["speech_frames"]
+    keep = int(frames.max())
+    emb = model.adaptor(states[:, :keep].to(model.adaptor.linear1.weight.dtype), frames)  # N, keep, C -> N, keep/k, H
+    n, width, h = emb.shape
+    frame, seg = _segment_index(batch, width)
+    values = per_frame(emb.reshape(n * width, h)[frame])  # N, W, H -> N*W, H -> F, D
+    s = len(batch["speech_spans"])
+    total = values.new_zeros(s, values.shape[-1]).index_add(0, seg, values)  # F, D -> S, D
+    count = torch.bincount(seg, minlength=s).clamp_min(1).to(values.dtype)  # S
+    return total / count[:, None]
+
+
+# ---- readings ----------------------------------------------------------------------------------
+def plan_tokens(model, states: torch.Tensor) -> SpeechPlan:
+    """The CTC reading's tokens (greedy or beam, through the token cache), no spans."""
+    tokens = torch.tensor(model.clip_tokens([states])[0], dtype=torch.long)
+    return SpeechPlan(tokens, torch.full((len(tokens), 2), -1, dtype=torch.long))
+
+
+def plan_greedy(model, states: torch.Tensor) -> SpeechPlan:
+    """The greedy CTC segments of one clip."""
+    return greedy_segments(next(model.ctc_log_probs([states])))
+
+
+def fill_top1(model, batch: dict) -> torch.Tensor:
+    """The planned tokens' rows of the LLM's own table, detached: ``(S, H)``."""
+    return model.llm.get_input_embeddings().weight[batch["speech_tokens"]].detach()
+
+
+def fill_soft(model, batch: dict) -> torch.Tensor:
+    """Posterior-weighted token rows per segment, with gradient: ``(S, V) @ (V, H) -> (S, H)``."""
+    from omnishift.models.adaptor import ctc_logits
+
+    t = model.speech_options.temperature
+    rows = model.llm.get_input_embeddings().weight
+    table = model.ctc_table().to(rows.device, rows.dtype)
+
+    def posteriors(emb: torch.Tensor) -> torch.Tensor:  # F, H -> F, V
+        logits = ctc_logits(emb, table, model.adaptor.ctc_blank, log_scale=model.adaptor.ctc_log_scale)
+        return (logits[:, 1:].float() / t).softmax(-1)
+
+    return (_pooled(model, batch, posteriors) @ rows.float()).to(rows.dtype)  # S, V @ V, H -> S, H
+
+
+def fill_peak(model, batch: dict) -> torch.Tensor:
+    """The adaptor's own outputs, averaged per segment, with gradient: ``(S, H)``."""
+    return _pooled(model, batch, lambda emb: emb)
+
+
+#: The registry: ``speech_input`` name -> SpeechInput.
+SPEECH_INPUTS: dict[str, SpeechInput] = {
+    "adaptor": SpeechInput(None, None, True, False, False, NoOptions, "one adaptor output per k frames"),
+    "ctc_top1": SpeechInput(plan_tokens, fill_top1, False, True, True, NoOptions,
+                            "CTC transcript tokens as token rows (cascade in the model)"),
+    "ctc_soft": SpeechInput(plan_greedy, fill_soft, True, False, True, SoftOptions,
+                            "posterior-weighted token rows per CTC segment"),
+    "ctc_peak": SpeechInput(plan_greedy, fill_peak, True, False, True, NoOptions,
+                            "adaptor outputs per CTC segment"),
+}
+
+
+def reading(name: str) -> SpeechInput:
+    """The table entry for ``name``, or an error listing the readings."""
+    if name not in SPEECH_INPUTS:
+        raise ValueError(f"speech_input {name!r} unknown: use one of {list(SPEECH_INPUTS)}")
+    return SPEECH_INPUTS[name]

@@ -1,0 +1,104 @@
+"""The speech-input readings: CTC segments, what fills the slots, and where the gradient goes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omnishift.models.adaptor import ctc_logits
+from omnishift.models.processor import s2t_prompt
+from omnishift.models.speech_inputs import SPEECH_INPUTS, greedy_segments
+from tiny_models import make_tiny_speech_llm, tone
+
+
+def _logp(path: list[int], classes: int = 8) -> torch.Tensor:
+    """Log-probabilities whose argmax walks ``path`` (class 0 = blank)."""
+    x = torch.full((len(path), classes), -5.0)
+    x[torch.arange(len(path)), torch.tensor(path)] = 0.0
+    return x.log_softmax(-1)
+
+
+def test_greedy_segments_by_hand():
+    plan = greedy_segments(_logp([0, 3, 3, 0, 5, 5, 5, 3, 0, 0]))
+    assert plan.tokens.tolist() == [2, 4, 2]  # class j + 1 is token j
+    assert plan.spans.tolist() == [[1, 3], [4, 7], [7, 8]]
+    empty = greedy_segments(_logp([0, 0, 0]))
+    assert empty.tokens.numel() == 0 and empty.spans.shape == (0, 2)
+
+
+def _model(tok, reading: str, **opts):
+    m = make_tiny_speech_llm(tok, adaptor_norm=True, ctc_head=True, frame_policy="clip", speech_input=reading,
+                             speech_options=opts or None)
+    with torch.no_grad():  # the blank never wins, so every clip has segments
+        m.adaptor.ctc_blank.zero_()
+        m.adaptor.ctc_blank[-1] = -1e4
+    return m
+
+
+def _frame_outputs(m, clip):
+    states = m.encode_audio([clip])[0]
+    with torch.no_grad():
+        emb = m.adaptor(states[None])[0]  # T', H
+        logits = ctc_logits(emb, m.ctc_table(), m.adaptor.ctc_blank, log_scale=m.adaptor.ctc_log_scale)
+    return states, emb, logits
+
+
+def test_soft_is_the_posterior_mix_per_segment_and_no_token_row(tiny_tokenizer):
+    m = _model(tiny_tokenizer, "ctc_soft", temperature=0.7)
+    clip = tone(1.2)
+    states, emb, logits = _frame_outputs(m, clip)
+    plan = greedy_segments(logits.log_softmax(-1))
+    rows = m.llm.get_input_embeddings().weight
+    want = torch.stack([(logits[s:e, 1:] / 0.7).softmax(-1).mean(0) @ rows for s, e in plan.spans.tolist()])
+    got = m.speech_vectors(clip)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    gap = torch.cdist(got, rows).min(-1).values  # distance to the nearest token row
+    assert bool((gap > 1e-3).all())  # continuous vectors, not rows looked up by id
+
+
+def test_soft_at_low_temperature_reads_the_greedy_tokens(tiny_tokenizer):
+    cold = _model(tiny_tokenizer, "ctc_soft", temperature=1e-4)
+    top1 = _model(tiny_tokenizer, "ctc_top1")
+    states = cold.encode_audio([tone(1.0)])[0]
+    torch.testing.assert_close(cold.speech_vectors(states), top1.speech_vectors(states), rtol=0, atol=1e-5)
+
+
+def test_peak_is_the_mean_adaptor_output_per_segment(tiny_tokenizer):
+    m = _model(tiny_tokenizer, "ctc_peak")
+    clip = tone(0.9, freq=330.0)
+    _, emb, logits = _frame_outputs(m, clip)
+    plan = greedy_segments(logits.log_softmax(-1))
+    want = torch.stack([emb[s:e].mean(0) for s, e in plan.spans.tolist()])
+    torch.testing.assert_close(m.speech_vectors(clip), want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ctc_soft", "ctc_peak"])
+def test_batched_slots_equal_one_clip_at_a_time(tiny_tokenizer, name):
+    m = _model(tiny_tokenizer, name)
+    clips = [tone(0.6, seed=1), tone(1.4, freq=150.0, seed=2), tone(1.0, freq=500.0, seed=3)]
+    batch = m.processor([{"prompt": s2t_prompt(), "audio": c} for c in clips], padding_side="right")
+    together = m.speech_embeddings(batch)
+    alone = torch.cat([m.speech_vectors(c) for c in clips])
+    assert int(batch["speech_mask"].sum()) == together.shape[0] == int(batch["speech_slots"].sum())
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ctc_soft", "ctc_peak", "ctc_top1"])
+def test_the_llm_loss_reaches_the_adaptor_only_through_a_differentiable_reading(tiny_tokenizer, name):
+    m = _model(tiny_tokenizer, name)
+    m.train()
+    batch = m.processor([{"prompt": s2t_prompt(), "audio": tone(1.0), "response": "a tone"}], padding_side="right")
+    m(batch).loss.backward()
+    grads = {n: p.grad for n, p in m.adaptor.named_parameters() if n in ("linear1.weight", "linear2.weight")}
+    moved = all(g is not None and float(g.abs().sum()) > 0 for g in grads.values())
+    assert moved == SPEECH_INPUTS[name].differentiable
+
+
+def test_beam_settings_need_a_token_reading(tiny_tokenizer):
+    with pytest.raises(ValueError, match="picks tokens"):
+        make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_soft", ctc_decoding={"beam": 2})
+    with pytest.raises(ValueError, match="temperatur"):
+        make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_soft",
+                             speech_options={"temprature": 0.5})
+    with pytest.raises(ValueError, match="unknown"):
+        make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_nearest")
