@@ -5,9 +5,8 @@ response loss is a content-free soft prompt (LLaMA-Omni needs 100k+ examples). A
 the adaptor first, on tens of thousands of cheap synthetic clips and with objectives that can only
 be met by carrying the words (:mod:`.objectives`), gives Stage 1 an adaptor that already listens.
 
-The loop mirrors :mod:`omnishift.train.trainer` where it can (AdamW + cosine, global-norm clip,
-``log.jsonl``, atomic checkpoints through :mod:`omnishift.train.checkpoint`, bit-exact resume) but
-needs no LLM pass for ``ctc`` and keeps the LLM bit-identical, so ``final/`` stores only the adaptor
+The run folder, resume, step log, checkpoint cadence and AdamW are Stage 1's
+(:mod:`omnishift.train.loop`); the step differs: no LLM pass for ``ctc``, and the LLM stays bit-identical, so ``final/`` stores only the adaptor
 (``llm_format: "base"``). Each objective walks its own seeded item order, whose position follows
 from the step alone, so a resume needs no data cursor.
 """
@@ -23,16 +22,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
-
 from omnishift.align.config import AlignConfig, dump_align_config
 from omnishift.align.objectives import OBJECTIVES, CTCOptions, ctc_frames_needed, ctc_loss
 from omnishift.models.precision import warn_slow_bf16
-from omnishift.paths import atomic_write_text, ensure_writable_dir, read_jsonl_tolerant, remove_stale_temps
-from omnishift.reuse import reuse_unit
-from omnishift.train.checkpoint import (LoopState, checkpoint_path, latest_checkpoint, load_checkpoint,
-                                        prune_checkpoints, save_checkpoint)
-from omnishift.schema import build, check_same_run, without
+from omnishift.paths import atomic_write_text
+from omnishift.schema import build, without
+from omnishift.train.checkpoint import load_checkpoint, save_checkpoint
+from omnishift.train.loop import StepLog, adamw, maybe_checkpoint, open_run, resume_from
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +169,6 @@ def _llm_is_base(config: AlignConfig) -> bool:
     return json.loads((Path(config.model) / CONFIG_NAME).read_text()).get("llm_format") == "base"
 
 
-def _optimizer(model, config: AlignConfig) -> torch.optim.AdamW:
-    """AdamW over the adaptor; weight decay on matrices only (nanoGPT), not on biases, gains, blank."""
-    params = [p for p in model.adaptor.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    rest = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.optim.weight_decay, "name": "adaptor.decay"},
-                              {"params": rest, "weight_decay": 0.0, "name": "adaptor.no_decay"}], lr=config.optim.lr)
-
-
 def _prepared_targets(model, config: AlignConfig, name: str, entry, items: list[dict], opts, out_dir: Path) -> None:
     """Give ``items`` the objective's prepared targets (its ``needs`` fields), computed once and
     cached in ``out_dir`` under a key of the LLM's weights, the options and the texts, so a resume
@@ -209,6 +196,45 @@ def _prepared_targets(model, config: AlignConfig, name: str, entry, items: list[
     tmp.replace(cache)
 
 
+def _pools(model, config: AlignConfig, train_items: list[dict], out_dir: Path) -> list[tuple]:
+    """Each objective's training items, with its prepared targets: ``[(objective config, options, items)]``."""
+    pools = []
+    for oc in config.objective_configs():
+        entry = OBJECTIVES[oc.name]
+        opts = build(entry.options, oc.options, "options")
+        warn_slow_bf16(f"objective {oc.name}", opts, model.adaptor.linear1.weight.device)
+        pool = entry.select(train_items, opts) if entry.select else train_items
+        pool = pool[: oc.limit] if oc.limit else pool
+        if not pool:
+            raise ValueError(f"objective {oc.name}: no training item qualifies (options {oc.options})")
+        if entry.prepare is not None:
+            _prepared_targets(model, config, oc.name, entry, pool, opts, out_dir)
+        pools.append((oc, opts, pool))
+    return pools
+
+
+def _step(model, pools: list[tuple], config: AlignConfig, optimizer, scheduler, step: int) -> dict:
+    """One update: ``weight · sum / count`` of every objective on its own batch, clipped, stepped."""
+    loss, parts = 0.0, {}
+    for j, (oc, opts, pool) in enumerate(pools):
+        batch = [pool[i] for i in order_position(step, oc.batch_size, len(pool), config.loop.seed, j)]
+        s, n = OBJECTIVES[oc.name].loss(model, batch, opts)
+        term = oc.weight * s / max(n, 1)
+        term.backward()
+        loss += float(term.detach())
+        parts[oc.name] = round(float(s.detach()) / max(n, 1), 5)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"non-finite alignment loss at step {step + 1}: {parts}")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm or float("inf")))
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": round(loss, 5), **{f"loss_{k}": v for k, v in parts.items()}, "grad_norm": round(grad_norm, 4),
+            "lr": lr}
+
+
 def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callable[[dict], None] | None = None) -> Path:
     """Align the adaptor (see the module docstring) and save ``out_dir/final``.
 
@@ -223,96 +249,49 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     """
     from transformers import get_cosine_schedule_with_warmup
 
-    out_dir = ensure_writable_dir(config.out_dir, "out_dir")  # before hours of work, not when it saves
-    ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
-    if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
-        raise FileExistsError(f"{out_dir} already holds an alignment run: add --resume or choose a new out_dir")
-    if resume:
-        check_same_run(out_dir, config.to_dict(), _MAY_DIFFER)
-    if reuse_unit(out_dir, alignment_inputs(config, model), what="alignment run", complete=lambda d: final_dir.is_dir(),
-                  redo=False, fix="align into a new out_dir (the sets or the starting model changed)"):
-        return final_dir
-    objectives = config.objective_configs()
+    run, done = open_run(config.out_dir, config.to_dict(), _MAY_DIFFER, alignment_inputs(config, model), resume,
+                         "alignment run", resume_hint="--resume", fix="align into a new out_dir (the sets or the "
+                         "starting model changed)")
+    if done:
+        return run.final
     torch.manual_seed(config.loop.seed)
     model = model if model is not None else build_align_model(config)
     train_items, dev, dropped = load_sets(model, config)
-    items = train_items + dev
-    pools = []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for oc in objectives:
-        entry = OBJECTIVES[oc.name]
-        opts = build(entry.options, oc.options, "options")
-        warn_slow_bf16(f"objective {oc.name}", opts, model.adaptor.linear1.weight.device)
-        pool = entry.select(train_items, opts) if entry.select else train_items
-        pool = pool[: oc.limit] if oc.limit else pool
-        if not pool:
-            raise ValueError(f"objective {oc.name}: no training item qualifies (options {oc.options})")
-        if entry.prepare is not None:
-            _prepared_targets(model, config, oc.name, entry, pool, opts, out_dir)
-        pools.append((oc, opts, pool))
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    pools = _pools(model, config, train_items, run.out_dir)
     model.requires_grad_(False)
     model.adaptor.requires_grad_(True)
-    optimizer = _optimizer(model, config)
+    optimizer = adamw([("adaptor", [p for p in model.adaptor.parameters()], config.optim.lr)], config.optim.weight_decay)
     total = config.loop.max_steps
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
-    state = LoopState(n_items=len(train_items))
-    remove_stale_temps(ckpt_root)
-    last = latest_checkpoint(ckpt_root) if resume else None
-    if last is not None:
-        state = load_checkpoint(last, model, optimizer, scheduler)
-        log.info("resumed from %s (step %d)", last, state.step)
-    if resume and log_file.is_file():  # drop records the killed run wrote after its last checkpoint
-        keep = [r for r in read_jsonl_tolerant(log_file) if r["step"] <= state.step]  # a torn last line too
-        atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in keep))
-    atomic_write_text(out_dir / "config.yaml", dump_align_config(config))
-    info = {"clips": len(items) + dropped, "dropped_ctc_infeasible": dropped, "train": len(train_items),
-            "dev": len(dev), "pools": {f"{oc.name}": len(p) for oc, _, p in pools}}
-    atomic_write_text(out_dir / "data.json", json.dumps(info, indent=2) + "\n")
+    state = resume_from(run, resume, lambda last: load_checkpoint(last, model, optimizer, scheduler), len(train_items))
+    atomic_write_text(run.out_dir / "config.yaml", dump_align_config(config))
+    info = {"clips": len(train_items) + len(dev) + dropped, "dropped_ctc_infeasible": dropped,
+            "train": len(train_items), "dev": len(dev), "pools": {f"{oc.name}": len(p) for oc, _, p in pools}}
+    atomic_write_text(run.out_dir / "data.json", json.dumps(info, indent=2) + "\n")
     log.info("alignment data: %s", info)
     model.train()
     model.llm.eval()
     model.encoder.eval()
-    bar = tqdm(total=total, initial=state.step, disable=not config.loop.progress, desc="align")
     record: dict = {}
-    with open(log_file, "a", encoding="utf-8") as logf:
+    with StepLog(run, total, state.step, "align", config.loop.progress) as steps:
         while state.step < total:
             t0 = time.perf_counter()
-            loss, parts = 0.0, {}
-            for j, (oc, opts, pool) in enumerate(pools):
-                batch = [pool[i] for i in order_position(state.step, oc.batch_size, len(pool), config.loop.seed, j)]
-                s, n = OBJECTIVES[oc.name].loss(model, batch, opts)
-                term = oc.weight * s / max(n, 1)
-                term.backward()
-                loss += float(term.detach())
-                parts[oc.name] = round(float(s.detach()) / max(n, 1), 5)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"non-finite alignment loss at step {state.step + 1}: {parts}")
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm or float("inf")))
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            record = {"step": state.step + 1, **_step(model, pools, config, optimizer, scheduler, state.step)}
             state.step += 1
-            record = {"step": state.step, "loss": round(loss, 5), **{f"loss_{k}": v for k, v in parts.items()},
-                      "grad_norm": round(grad_norm, 4), "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
+            record["seconds"] = round(time.perf_counter() - t0, 3)
             every = config.loop.eval_every
             if (every and state.step % every == 0) or state.step == total:
                 record.update(dev_metrics(model, dev))
-            if state.step % config.loop.log_every == 0 or state.step == total or "dev_wer" in record:
-                logf.write(json.dumps(record) + "\n")
-                logf.flush()
-            bar.set_postfix(loss=f"{loss:.3f}", **({"dev_wer": f"{record['dev_wer']:.3f}"} if "dev_wer" in record else {}))
-            bar.update(1)
-            if config.checkpoint.save_every and state.step % config.checkpoint.save_every == 0:
-                save_checkpoint(checkpoint_path(ckpt_root, state.step), model, optimizer, scheduler, state)
-                prune_checkpoints(ckpt_root, config.checkpoint.keep_last)
+            steps.step(record, state.step % config.loop.log_every == 0 or "dev_wer" in record,
+                       loss=f"{record['loss']:.3f}", **({"dev_wer": f"{record['dev_wer']:.3f}"} if "dev_wer" in record else {}))
+            maybe_checkpoint(run, state.step, config.checkpoint.save_every, config.checkpoint.keep_last,
+                             lambda path: save_checkpoint(path, model, optimizer, scheduler, state))
             if on_step is not None:
                 on_step(record)
-    bar.close()
     model.eval()
-    model.save_pretrained(final_dir, llm_is_base=_llm_is_base(config))
+    model.save_pretrained(run.final, llm_is_base=_llm_is_base(config))
     summary = {"steps": state.step, "final_loss": record.get("loss"), **{k: record[k] for k in ("dev_ctc", "dev_wer")
                if k in record}, "data": info, "adaptor_parameters": sum(p.numel() for p in model.adaptor.parameters())}
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return final_dir
+    atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return run.final

@@ -34,26 +34,17 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from omnishift.models.processor import IGNORE_INDEX
-from omnishift.paths import atomic_write_text, ensure_writable_dir, read_jsonl_tolerant, remove_stale_temps
-from omnishift.reuse import reuse_unit
+from omnishift.paths import atomic_write_text
+from omnishift.schema import without
 from omnishift.train import distributed as dist
-from omnishift.train.checkpoint import (
-    LoopState,
-    checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    rng_state,
-    save_checkpoint,
-)
-from omnishift.schema import check_same_run, without
+from omnishift.train.checkpoint import LoopState, load_checkpoint, rng_state, save_checkpoint
+from omnishift.train.loop import StepLog, adamw, maybe_checkpoint, open_run, resume_from
 from omnishift.train.config import TrainConfig, dump_config
 from omnishift.train.methods import ParamGroup, setup_method
 from omnishift.train.tensorboard_log import TB_DIR, TensorBoardLog
@@ -182,34 +173,13 @@ class FixedEntries:
 
 
 def build_optimizer(groups: list[ParamGroup], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with one param group per :class:`ParamGroup`, ``lr = base(lr_key) · lr_scale``.
-
-    Weight decay applies to matrices only (nanoGPT): with ``optim.weight_decay > 0`` a group's
-    biases, norm gains and other 1-D tensors go to a sibling group ``NAME.no_decay`` at the same
-    LR. With 0 (every shipped config) the groups stay one per :class:`ParamGroup`, as in runs and
-    checkpoints made before the split.
-    """
+    """AdamW with one param group per :class:`ParamGroup`, ``lr = base(lr_key) · lr_scale``; weight
+    decay on matrices only (:func:`~omnishift.train.loop.adamw`)."""
     base = {"lr": config.optim.lr, "adaptor_lr": config.optim.adaptor_lr}
-    wd = config.optim.weight_decay
-    out = []
     for g in groups:
         if g.lr_key not in base:
             raise ValueError(f"group {g.name}: lr_key {g.lr_key!r} must be one of {sorted(base)}")
-        lr = base[g.lr_key] * g.lr_scale
-        if not wd:
-            out.append({"params": g.params, "lr": lr, "name": g.name, "weight_decay": 0.0})
-            continue
-        out.append({"params": [p for p in g.params if p.dim() >= 2], "lr": lr, "name": g.name, "weight_decay": wd})
-        out.append({"params": [p for p in g.params if p.dim() < 2], "lr": lr, "name": f"{g.name}.no_decay",
-                    "weight_decay": 0.0})
-    return torch.optim.AdamW([g for g in out if g["params"]], weight_decay=wd)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records past ``step`` (written by the killed run after its last checkpoint)."""
-    if path.is_file():  # a torn last line (killed mid-write) is dropped with a warning naming the file
-        keep = [r for r in read_jsonl_tolerant(path) if r["step"] <= step]
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    return adamw([(g.name, g.params, base[g.lr_key] * g.lr_scale) for g in groups], config.optim.weight_decay)
 
 
 def _without_adaptor(model, groups: list[ParamGroup]) -> list[ParamGroup]:
@@ -240,6 +210,128 @@ def _without_adaptor(model, groups: list[ParamGroup]) -> list[ParamGroup]:
     return kept
 
 
+class _Run(NamedTuple):
+    """A set-up Stage-1 run: the model and its items, the processes, what trains, and how."""
+
+    model: object
+    items: list
+    accelerator: object
+    groups: list
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    wrapped: object  # the model as accelerate prepared it
+    opt: object  # the optimizer as accelerate prepared it
+    total: int
+    n_batches: int
+
+
+def _set_up(config: TrainConfig, model, items: list[dict] | None) -> _Run:
+    """Build (or take) the model and items, the accelerator, the method's groups and the optimizer."""
+    loop_cfg = config.loop
+    model = model if model is not None else build_model(config)
+    with dist.process_state(loop_cfg.device).main_process_first():  # rank 0 synthesizes audio / fills the cache
+        items = items if items is not None else build_items(config, model.tokenizer)
+        items = attach_feature_cache(config, model, items)
+    if not items:
+        raise ValueError("no training items")
+    text_only = any(it.get("audio") is None and it.get("encoder_states") is None for it in items)
+    accelerator = dist.make_accelerator(loop_cfg.device, needs_unused_check=text_only)
+    model.to(accelerator.device)
+    groups = setup_method(model, config.method.name, config.method.options)
+    if not model.reading.differentiable:  # e.g. token rows fill the speech slots: no gradient reaches the adaptor
+        groups = _without_adaptor(model, groups)
+        if not groups:
+            raise ValueError(f"method {config.method.name} trains only the adaptor, which speech_input "
+                             f"{model.config.speech_input!r} does not reach (it reads token rows): nothing "
+                             "to train; evaluate the aligned model as is, or read it with a differentiable "
+                             "speech_input (ctc_soft, ctc_peak, adaptor)")
+    if dist.is_sharded(accelerator) and any(g.fixed for g in groups):
+        raise ValueError(f"method {config.method.name} holds entries fixed in place, which FSDP/DeepSpeed shard; "
+                         "run it on one process or with DDP (configs/accelerate/ddp_gpu.yaml)")
+    optimizer = build_optimizer(groups, config)
+    n_batches = math.ceil(len(items) / loop_cfg.batch_size)
+    total = loop_cfg.max_steps or loop_cfg.epochs * math.ceil(n_batches / loop_cfg.grad_accum)
+    from transformers import get_cosine_schedule_with_warmup
+
+    # stepped by hand once per optimizer step (accelerate's prepared scheduler would step world times)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
+    if dist.is_deepspeed(accelerator):
+        dist.set_deepspeed_micro_batch(accelerator, loop_cfg.batch_size)
+    wrapped, opt = accelerator.prepare(model, optimizer)
+    return _Run(model, items, accelerator, groups, optimizer, scheduler, wrapped, opt, total, n_batches)
+
+
+def _load(r: _Run, last: Path):
+    """The loop state of checkpoint ``last``, its tensors loaded into the run."""
+    acc = r.accelerator
+    if dist.is_sharded(acc):
+        state = dist.load_sharded_checkpoint(acc, last, r.scheduler)
+    else:
+        state = load_checkpoint(last, r.model, r.optimizer, r.scheduler, rank=acc.process_index,
+                                world=acc.num_processes)
+    log.info("resumed from %s (step %d)", last, state.step)
+    return state
+
+
+def _micro_batches(r: _Run, config: TrainConfig, order: torch.Tensor, state: LoopState) -> tuple[list, int, int]:
+    """This rank's micro-batches of the next optimizer step: ``[(item indices, batch, weight)]``, the
+    response tokens of the whole step over all ranks, and the batch index the step ends at."""
+    bs, rank, world = config.loop.batch_size, r.accelerator.process_index, r.accelerator.num_processes
+    stop = min(state.batch_in_epoch + config.loop.grad_accum, r.n_batches)
+    micro = []
+    for b in range(state.batch_in_epoch, stop):
+        whole = order[b * bs:(b + 1) * bs].tolist()
+        idx, weight = dist.shard(whole, rank, world), 1.0
+        if not idx:  # ragged last batch: no item for this rank, but it must join the all-reduce
+            idx, weight = whole[:1], 0.0
+        batch = r.model.processor([r.items[i] for i in idx], padding_side="right")
+        micro.append((idx, limit_response_tokens(batch, config.data.max_response_tokens), weight))
+    local = sum(int(b["labels"][:, 1:].ne(IGNORE_INDEX).sum()) for _, b, w in micro if w)
+    n_target = int(dist.all_sum(r.accelerator, [local])[0])
+    if n_target == 0:
+        ids = [r.items[i].get("id", f"#{i}") for idx, _, w in micro if w for i in idx]
+        raise ValueError(f"step {state.step + 1}: items {ids} have no response tokens to train on")
+    return micro, n_target, stop
+
+
+def _step(r: _Run, config: TrainConfig, micro: list, n_target: int, fixed: "FixedEntries", state: LoopState,
+          autocast) -> dict:
+    """One optimizer step over ``micro``: the loss summed over ranks, clipped gradients, the update.
+    A non-finite loss or gradient norm stops every rank at the same step, naming the items."""
+    acc, items = r.accelerator, r.items
+    world = acc.num_processes
+    loss_sum, tokens, bad = 0.0, 0, None
+    for j, (idx, batch, weight) in enumerate(micro):
+        batch = {k: v.to(acc.device) for k, v in batch.items()}
+        with dist.micro_step(acc, r.wrapped, sync=j == len(micro) - 1):
+            with autocast():
+                loss = r.wrapped(batch, num_items_in_batch=n_target).loss * weight
+            if bad is None and not torch.isfinite(loss.detach()):
+                bad = (float(loss.detach()), [items[i].get("id", f"#{i}") for i in idx])
+            acc.backward(loss * world)  # DDP averages over ranks; the sum is wanted
+        loss_sum += float(loss.detach())
+        tokens += int(batch["attention_mask"].sum()) if weight else 0
+    loss_sum, tokens, n_bad = dist.all_sum(acc, [loss_sum, tokens, float(bad is not None)])
+    if n_bad:  # the rank(s) holding the items name them
+        where = f"batch items: {bad[1]}" if bad else f"on {int(n_bad)} other process(es)"
+        raise FloatingPointError(f"non-finite loss ({bad[0] if bad else 'nan'}) at step {state.step + 1} "
+                                 f"(epoch {state.epoch}); {where}")
+    fixed.zero_grads()
+    trainable = [p for g in r.groups for p in g.params]
+    grad_norm = acc.clip_grad_norm_(trainable, config.optim.max_grad_norm or float("inf"))
+    grad_norm = None if grad_norm is None else float(grad_norm)  # DeepSpeed may not report it
+    if grad_norm is not None and not math.isfinite(grad_norm):
+        ids = [items[i].get("id", f"#{i}") for idx, _, w in micro if w for i in idx]
+        raise FloatingPointError(f"non-finite gradient norm at step {state.step + 1} (epoch {state.epoch}); "
+                                 f"batch items: {ids}")
+    lrs = {g["name"]: g["lr"] for g in r.optimizer.param_groups}
+    r.opt.step()
+    fixed.restore()
+    r.scheduler.step()
+    r.opt.zero_grad(set_to_none=True)
+    return {"loss": loss_sum, "lr": lrs, "grad_norm": grad_norm, "tokens": int(tokens), "target_tokens": n_target}
+
+
 def train(config: TrainConfig, model=None, items: list[dict] | None = None, resume: bool = False,
           on_step: Callable[[dict], None] | None = None) -> Path:
     """Train a speech LLM for Stage 1 and save it (one process, or every process of ``accelerate launch``).
@@ -261,162 +353,54 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
         FileExistsError: ``out_dir`` holds a run and ``resume`` is False.
         FloatingPointError: non-finite loss or gradient norm (names step and item ids).
     """
-    out_dir = ensure_writable_dir(config.out_dir, "out_dir")  # before hours of work, not when it saves
-    ckpt_root, log_file, final_dir = out_dir / "checkpoints", out_dir / "log.jsonl", out_dir / "final"
-    if not resume and (log_file.exists() or ckpt_root.exists() or final_dir.exists()):
-        raise FileExistsError(f"{out_dir} already holds a run: resume it (`omnishift train CONFIG --resume`, "
-                              "resume=True) or choose a new out_dir (out_dir=...)")
-    if resume:
-        check_same_run(out_dir, config.to_dict(), _RESUME_MAY_DIFFER)
-    if reuse_unit(out_dir, training_inputs(config, model, items), what="training run", redo=False, complete=lambda d: final_dir.is_dir(),
-                  fix="train into a new out_dir (the data, starting model or method files changed)"):
-        log.info("%s is already trained", final_dir)
-        return final_dir
-    loop_cfg, seed = config.loop, config.loop.seed
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    model = model if model is not None else build_model(config)
-    with dist.process_state(loop_cfg.device).main_process_first():  # rank 0 synthesizes audio / fills the cache
-        items = items if items is not None else build_items(config, model.tokenizer)
-        items = attach_feature_cache(config, model, items)
-    if not items:
-        raise ValueError("no training items")
-    text_only = any(it.get("audio") is None and it.get("encoder_states") is None for it in items)
-    accelerator = dist.make_accelerator(loop_cfg.device, needs_unused_check=text_only)
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    sharded = dist.is_sharded(accelerator)
-    model.to(accelerator.device)
-    groups = setup_method(model, config.method.name, config.method.options)
-    if not model.reading.differentiable:  # e.g. token rows fill the speech slots: no gradient reaches the adaptor
-        groups = _without_adaptor(model, groups)
-        if not groups:
-            raise ValueError(f"method {config.method.name} trains only the adaptor, which speech_input "
-                             f"{model.config.speech_input!r} does not reach (its CTC path is read as token rows): nothing "
-                             "to train; evaluate the aligned model as is, or train it with speech_input: adaptor")
-    if sharded and any(g.fixed for g in groups):
-        raise ValueError(f"method {config.method.name} holds entries fixed in place, which FSDP/DeepSpeed shard; "
-                         "run it on one process or with DDP (configs/accelerate/ddp_gpu.yaml)")
-    optimizer = build_optimizer(groups, config)
-    n_batches = math.ceil(len(items) / loop_cfg.batch_size)
-    total = loop_cfg.max_steps or loop_cfg.epochs * math.ceil(n_batches / loop_cfg.grad_accum)
-    from transformers import get_cosine_schedule_with_warmup
-
-    # stepped by hand once per optimizer step (accelerate's prepared scheduler would step world times)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
-    if dist.is_deepspeed(accelerator):
-        dist.set_deepspeed_micro_batch(accelerator, loop_cfg.batch_size)
-    wrapped, opt = accelerator.prepare(model, optimizer)
-    trainable = [p for g in groups for p in g.params]
-    state = LoopState(n_items=len(items))
-    if main:  # a killed run's half-written checkpoint copies (1.7 GB each for full) go first
-        remove_stale_temps(ckpt_root)
-        remove_stale_temps(out_dir)
-    accelerator.wait_for_everyone()
-    last = latest_checkpoint(ckpt_root) if resume else None
-    if last is not None:
-        if sharded:
-            state = dist.load_sharded_checkpoint(accelerator, last, scheduler)
-        else:
-            state = load_checkpoint(last, model, optimizer, scheduler, rank=rank, world=world)
-        if state.n_items != len(items):
-            raise ValueError(f"{last} was trained on {state.n_items} items, this resume has {len(items)}; "
-                             "resume with the same data")
-        log.info("resumed from %s (step %d)", last, state.step)
-    if resume and main:
-        _truncate_log(log_file, state.step)  # records the killed run wrote after its last checkpoint
-    fixed = FixedEntries(groups)  # after loading: the fixed values are the base model's either way
+    run, done = open_run(config.out_dir, config.to_dict(), _RESUME_MAY_DIFFER, training_inputs(config, model, items),
+                         resume, "training run", resume_hint="`omnishift train CONFIG --resume`, resume=True",
+                         fix="train into a new out_dir (the data, starting model or method files changed)")
+    if done:
+        log.info("%s is already trained", run.final)
+        return run.final
+    torch.manual_seed(config.loop.seed)
+    np.random.seed(config.loop.seed)
+    random.seed(config.loop.seed)
+    r = _set_up(config, model, items)
+    acc, main = r.accelerator, r.accelerator.is_main_process
+    state = resume_from(run, resume, lambda last: _load(r, last), len(r.items), main, acc.wait_for_everyone)
+    fixed = FixedEntries(r.groups)  # after loading: the fixed values are the base model's either way
     if main:
-        atomic_write_text(out_dir / "config.yaml", dump_config(config))
+        atomic_write_text(run.out_dir / "config.yaml", dump_config(config))
+    n_trainable = sum(p.numel() for g in r.groups for p in g.params)
     log.info("method %s: %d trainable parameters in %d groups, %d entries held fixed; %d steps on %d process(es)",
-             config.method.name, sum(p.numel() for p in trainable), len(groups), fixed.count(), total, world)
-
-    cuda = accelerator.device.type == "cuda"
+             config.method.name, n_trainable, len(r.groups), fixed.count(), r.total, acc.num_processes)
+    cuda = acc.device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
-    model.train()
-    model.encoder.eval()
-    bar = tqdm(total=total, initial=state.step, disable=not (loop_cfg.progress and main),
-               desc=f"train[{config.method.name}]")
-    tb = TensorBoardLog(out_dir / TB_DIR, enabled=main, purge_step=state.step + 1 if resume else None)
+    r.model.train()
+    r.model.encoder.eval()
+    tb = TensorBoardLog(run.out_dir / TB_DIR, enabled=main, purge_step=state.step + 1 if resume else None)
     order, order_epoch, record = None, None, {}
-    logfile = open(log_file, "a", encoding="utf-8") if main else contextlib.nullcontext()  # noqa: SIM115 (with below)
-    with logfile as logf, contextlib.closing(bar), contextlib.closing(tb):
-        while state.step < total:
+    with StepLog(run, r.total, state.step, f"train[{config.method.name}]", config.loop.progress, main, (tb,)) as steps:
+        while state.step < r.total:
             t0 = time.perf_counter()
             if order_epoch != state.epoch:
-                order, order_epoch = epoch_order(len(items), seed, state.epoch), state.epoch
-            stop = min(state.batch_in_epoch + loop_cfg.grad_accum, n_batches)
-            micro = []  # (this rank's item indices, batch, weight)
-            for b in range(state.batch_in_epoch, stop):
-                whole = order[b * loop_cfg.batch_size:(b + 1) * loop_cfg.batch_size].tolist()
-                idx, weight = dist.shard(whole, rank, world), 1.0
-                if not idx:  # ragged last batch: no item for this rank, but it must join the all-reduce
-                    idx, weight = whole[:1], 0.0
-                batch = model.processor([items[i] for i in idx], padding_side="right")
-                batch = limit_response_tokens(batch, config.data.max_response_tokens)
-                micro.append((idx, batch, weight))
-            local_target = sum(int(b["labels"][:, 1:].ne(IGNORE_INDEX).sum()) for _, b, w in micro if w)
-            n_target = int(dist.all_sum(accelerator, [local_target])[0])  # response tokens of the whole step
-            ids = [items[i].get("id", f"#{i}") for idx, _, w in micro if w for i in idx]
-            if n_target == 0:
-                raise ValueError(f"step {state.step + 1}: items {ids} have no response tokens to train on")
-            loss_sum, tokens, bad = 0.0, 0, None
-            for j, (idx, batch, weight) in enumerate(micro):
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                with dist.micro_step(accelerator, wrapped, sync=j == len(micro) - 1):
-                    with autocast():
-                        loss = wrapped(batch, num_items_in_batch=n_target).loss * weight
-                    if bad is None and not torch.isfinite(loss.detach()):
-                        bad = (float(loss.detach()), [items[i].get("id", f"#{i}") for i in idx])
-                    accelerator.backward(loss * world)  # DDP averages over ranks; the sum is wanted
-                loss_sum += float(loss.detach())
-                tokens += int(batch["attention_mask"].sum()) if weight else 0
-            loss_sum, tokens, n_bad = dist.all_sum(accelerator, [loss_sum, tokens, float(bad is not None)])
-            if n_bad:  # every rank stops at the same step; the one(s) holding the items name them
-                where = f"batch items: {bad[1]}" if bad else f"on {int(n_bad)} other process(es)"
-                raise FloatingPointError(f"non-finite loss ({bad[0] if bad else 'nan'}) at step {state.step + 1} "
-                                         f"(epoch {state.epoch}); {where}")
-            fixed.zero_grads()
-            grad_norm = accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm or float("inf"))
-            grad_norm = None if grad_norm is None else float(grad_norm)  # DeepSpeed may not report it
-            if grad_norm is not None and not math.isfinite(grad_norm):
-                raise FloatingPointError(f"non-finite gradient norm at step {state.step + 1} (epoch {state.epoch}); "
-                                         f"batch items: {ids}")
-            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-            opt.step()
-            fixed.restore()
-            scheduler.step()
-            opt.zero_grad(set_to_none=True)
-
-            state.step += 1
-            state.batch_in_epoch = stop
-            if stop == n_batches:
+                order, order_epoch = epoch_order(len(r.items), config.loop.seed, state.epoch), state.epoch
+            micro, n_target, stop = _micro_batches(r, config, order, state)
+            out = _step(r, config, micro, n_target, fixed, state, autocast)
+            state.step, state.batch_in_epoch = state.step + 1, stop
+            if stop == r.n_batches:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            seconds = time.perf_counter() - t0
-            record = {"step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / n_batches, 4),
-                      "loss": loss_sum, "lr": lrs, "grad_norm": grad_norm, "tokens": int(tokens),
-                      "target_tokens": n_target, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
-            if main and (state.step % loop_cfg.log_every == 0 or state.step == total):
-                logf.write(json.dumps(record) + "\n")
-                logf.flush()
-                tb.log(record)
-            bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-            bar.update(1)
-            every = config.checkpoint.save_every
-            if every and state.step % every == 0:
-                _save_checkpoint(accelerator, checkpoint_path(ckpt_root, state.step), model, optimizer, scheduler,
-                                 state)
-                if main:
-                    prune_checkpoints(ckpt_root, config.checkpoint.keep_last)
+            record = {"step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / r.n_batches, 4), **out,
+                      "tokens_per_s": round(out["tokens"] / max(time.perf_counter() - t0, 1e-9), 1)}
+            steps.step(record, state.step % config.loop.log_every == 0, loss=f"{out['loss']:.4f}",
+                       tok_s=f"{record['tokens_per_s']:.0f}")
+            maybe_checkpoint(run, state.step, config.checkpoint.save_every, config.checkpoint.keep_last,
+                             lambda path: _save_checkpoint(acc, path, r.model, r.optimizer, r.scheduler, state), main)
             if on_step is not None:
                 on_step(record)
-    dist.save_final(accelerator, wrapped, model, final_dir)
+    dist.save_final(acc, r.wrapped, r.model, run.final)
     if main:
         summary = {"method": config.method.name, "steps": state.step, "final_loss": record.get("loss"),
-                   "trainable_parameters": sum(p.numel() for p in trainable), "fixed_entries": fixed.count(),
-                   "processes": world}
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return final_dir
+                   "trainable_parameters": n_trainable, "fixed_entries": fixed.count(), "processes": acc.num_processes}
+        atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return run.final
 
 
 def _save_checkpoint(accelerator, path: Path, model, optimizer, scheduler, state: LoopState) -> None:
