@@ -4,6 +4,9 @@
                  recommended), or the folder of a saved speech LLM whose adaptor continues
     grow_layers: context layers added onto that saved adaptor, starting as the identity
                  (:meth:`FrameStackAdaptor.grow_context`); 0: none
+    reading:     how the model reads speech while it is aligned, if not as its folder says
+                 (``speech_input``, ``speech_options``, ``ctc_decoding``): e.g. ``{speech_input: ctc_soft,
+                 ctc_decoding: null}`` trains the adaptor through the frozen LLM on the continuous path
     data:        the alignment set (``omnishift align-data``), limit, held-out clips
     objectives:  list of {name, weight, batch_size, limit, options}: losses of the registry
                  (:data:`omnishift.align.objectives.OBJECTIVES`), summed with their weights
@@ -89,6 +92,7 @@ class AlignConfig:
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_every=250))
     out_dir: str = "runs/align"
     grow_layers: int = 0
+    reading: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,6 +129,15 @@ def align_config_from_dict(data: dict, origin: str = "align config") -> AlignCon
             ("optim.warmup_ratio", FRACTION), ("optim.max_grad_norm", NONE_OR_POSITIVE),
             ("loop.log_every", AT_LEAST_1), ("loop.eval_every", NON_NEGATIVE), ("data.limit", NONE_OR_AT_LEAST_1),
             ("data.heldout", NON_NEGATIVE), ("checkpoint.save_every", NON_NEGATIVE), ("grow_layers", NON_NEGATIVE))
+    if cfg.reading:
+        from omnishift.models.speech_llm import READING_KEYS
+
+        unknown = sorted(set(cfg.reading) - set(READING_KEYS))
+        if unknown:
+            raise ConfigError(f"{origin}: reading keys {unknown} unknown; valid: {list(READING_KEYS)}")
+        if not isinstance(cfg.model, str):
+            raise ConfigError(f"{origin}: reading applies to a saved model folder; for a fresh adaptor set "
+                              "model.speech_input / model.speech_options instead")
     if cfg.grow_layers and not isinstance(cfg.model, str):
         raise ConfigError(f"{origin}: grow_layers adds layers onto a saved adaptor, so model must be its folder; "
                           "for a fresh adaptor set model.adaptor_layers instead")

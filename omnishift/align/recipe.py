@@ -62,7 +62,7 @@ class SetSpec:
 @dataclass
 class PhaseSpec:
     """One alignment run over every set: the ``objectives``, ``optim``, ``loop``, ``data`` (limit,
-    heldout), ``checkpoint`` and ``grow_layers`` sections of an align config
+    heldout), ``checkpoint``, ``grow_layers`` and ``reading`` sections of an align config
     (:mod:`omnishift.align.config`); ``minutes``: its measured time on 2 cores."""
 
     name: str
@@ -72,6 +72,7 @@ class PhaseSpec:
     data: dict = field(default_factory=dict)
     checkpoint: dict = field(default_factory=dict)
     grow_layers: int = 0
+    reading: dict | None = None
     minutes: float | None = None
 
 
@@ -88,6 +89,7 @@ class RecipeConfig:
     precision: str = "auto"
     decoding: dict | None = None
     speech_input: str = "ctc_top1"
+    speech_options: dict | None = None
     workers: int = 2
     makes: str = ""
     measured: str = ""
@@ -191,7 +193,7 @@ def phase_config(cfg: RecipeConfig, i: int, bf16: bool, origin: str = "recipe"):
     data = {"model": model, "data": {"set": [str(set_dir(cfg, s)) for s in cfg.sets], **p.data},
             "objectives": [_with_precision(o, bf16) for o in p.objectives], "optim": p.optim,
             "loop": {**p.loop, "progress": False}, "checkpoint": p.checkpoint, "grow_layers": p.grow_layers,
-            "out_dir": str(phase_dir(cfg, p))}
+            "reading": p.reading, "out_dir": str(phase_dir(cfg, p))}
     return align_config_from_dict(data, f"{origin}: phase {p.name!r}")
 
 
@@ -242,8 +244,8 @@ def _assemble(cfg: RecipeConfig, last: Path) -> Path:
     """``out_dir/final``: the last phase's adaptor, reading speech as the recipe was validated."""
     from omnishift.models.speech_llm import SpeechLLM
 
-    model = SpeechLLM.from_pretrained(last, reading={"speech_input": cfg.speech_input, "ctc_decoding": cfg.decoding})
-    model.config.ctc_decoding = cfg.decoding  # None (greedy) too, whatever the phase folder says
+    model = SpeechLLM.from_pretrained(last, reading={"speech_input": cfg.speech_input, "ctc_decoding": cfg.decoding,
+                                                     "speech_options": cfg.speech_options})
     return model.save_pretrained(Path(cfg.out_dir) / "final", llm_is_base=True)
 
 
@@ -293,6 +295,6 @@ def run_recipe(cfg: RecipeConfig, origin: str = "recipe", progress: bool = True,
     final = _assemble(cfg, phase_dir(cfg, cfg.phases[-1]) / "final")
     record = {"recipe": origin, "precision": {"asked": cfg.precision, "bf16": bf16, "machine": cpu_description()},
               "parts": parts, "seconds_this_call": round(time.perf_counter() - t_all, 1), "final": str(final),
-              "decoding": cfg.decoding, "speech_input": cfg.speech_input}
+              "decoding": cfg.decoding, "speech_input": cfg.speech_input, "speech_options": cfg.speech_options}
     atomic_write_text(out / "recipe.json", json.dumps(record, indent=2) + "\n")
     return final

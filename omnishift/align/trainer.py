@@ -58,7 +58,7 @@ def build_align_model(config: AlignConfig):
 
     if not isinstance(config.model, str):
         return SpeechLLM.from_config(config.model)
-    model = SpeechLLM.from_pretrained(config.model)
+    model = SpeechLLM.from_pretrained(config.model, reading=config.reading)
     if config.grow_layers:
         with torch.random.fork_rng():
             torch.manual_seed(config.loop.seed)

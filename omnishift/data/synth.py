@@ -136,8 +136,6 @@ def synth_manifest(
             resume with another configuration, or audio longer than ``max_seconds`` (ids named;
             those WAVs are not written, the others are, and no manifest is written).
     """
-    from tqdm import tqdm
-
     in_path, out_dir = Path(in_path), Path(out_dir)
     if not in_path.is_file():
         raise FileNotFoundError(f"{in_path} is {'a folder' if in_path.is_dir() else 'not found'}: give the JSONL "
@@ -148,9 +146,20 @@ def synth_manifest(
     _engine().check_voice(config.voice)
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
+    _record_settings(out_dir, {**asdict(config), "text_field": text_field}, rows, overwrite)
+    out_rows, too_long = _speak_rows(rows, out_dir, config, overwrite, progress, max_seconds)
+    if too_long:
+        more = f" (and {len(too_long) - 10} more)" if len(too_long) > 10 else ""
+        raise ValueError(f"{len(too_long)} prompt(s) longer than {max_seconds:g} s, Whisper's window{more}: "
+                         + "; ".join(too_long[:10])
+                         + ". Shorten or drop those rows, raise SynthConfig.rate, or pass max_seconds=None")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows)
+    return atomic_write_text(out_dir / "manifest.jsonl", lines)
 
-    settings = {**asdict(config), "text_field": text_field}
-    cfg_path = out_dir / "synth_config.json"
+
+def _record_settings(out_dir: Path, settings: dict, rows: list, overwrite: bool) -> None:
+    """Keep the voice settings in ``synth_config.json``; refuse to mix WAVs of other settings."""
+    cfg_path, wav_dir = out_dir / "synth_config.json", out_dir / "wavs"
     if cfg_path.exists() and not overwrite:
         old = json.loads(cfg_path.read_text(encoding="utf-8"))
         old = {k: old.get(k) for k in settings}
@@ -160,9 +169,17 @@ def synth_manifest(
     atomic_write_text(cfg_path, json.dumps({**settings, "espeak_ng": _engine().version or None,
                                             "sample_rate": SAMPLE_RATE}, indent=2) + "\n")
 
-    # which text each WAV speaks: a WAV is reused only for the same text (an edited
-    # question, or two sources sharing a folder, paired an old clip with a new text by id alone)
-    index_path = out_dir / "texts.json"
+
+def _speak_rows(rows: list, out_dir: Path, config: SynthConfig, overwrite: bool, progress: bool,
+                max_seconds: float | None) -> tuple[list[dict], list[str]]:
+    """Speak (or reuse) each row's WAV; returns the manifest rows and the too-long ones, named.
+
+    ``texts.json`` says which text each WAV speaks: a WAV is reused only for the same text (an
+    edited question, or two sources sharing a folder, paired an old clip with a new text by id alone).
+    """
+    from tqdm import tqdm
+
+    wav_dir, index_path = out_dir / "wavs", out_dir / "texts.json"
     index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
     out_rows, too_long, made, reused, changed = [], [], 0, 0, []
     for i, (n, row, rid, text) in enumerate(tqdm(rows, desc="synth", unit="utt", disable=not progress)):
@@ -192,13 +209,7 @@ def synth_manifest(
         log.warning("synth_manifest: %d WAVs spoke another text under the same id and were synthesised again "
                     "(e.g. %s)", len(changed), ", ".join(changed[:3]))
     log.info("synth_manifest: %d WAVs synthesised, %d reused, in %s", made, reused, wav_dir)
-    if too_long:
-        more = f" (and {len(too_long) - 10} more)" if len(too_long) > 10 else ""
-        raise ValueError(f"{len(too_long)} prompt(s) longer than {max_seconds:g} s, Whisper's window{more}: "
-                         + "; ".join(too_long[:10])
-                         + ". Shorten or drop those rows, raise SynthConfig.rate, or pass max_seconds=None")
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows)
-    return atomic_write_text(out_dir / "manifest.jsonl", lines)
+    return out_rows, too_long
 
 
 def _existing_frames(wav: Path) -> int | None:

@@ -138,6 +138,39 @@ def _left_pad(mask: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+class _Running:
+    """The sequences in flight: their KV cache, ``(B, L)`` mask, ``(B,)`` next positions and input
+    tokens, and which item each row decodes (``rows``)."""
+
+    def __init__(self):
+        self.cache = self.mask = self.next_pos = self.token = None
+        self.rows: list[int] = []
+
+    def keep(self, keep: torch.Tensor) -> None:
+        """Keep rows ``keep`` (B',) and cut leading columns that pad every one of them."""
+        self.rows = [self.rows[j] for j in keep.tolist()]
+        if not self.rows:
+            self.__init__()
+            return
+        self.token, self.mask, self.next_pos = self.token[keep], self.mask[keep], self.next_pos[keep]
+        start = int(self.mask.any(0).long().argmax())  # first column that is real for some remaining row
+        self.mask = self.mask[:, start:]  # B', L - start
+        _select_cache(self.cache, keep, start)
+
+    def admit(self, other: "_Running") -> None:
+        """Merge newly prefilled rows into the batch, right-aligned with left padding."""
+        if not self.rows:
+            self.cache, self.mask, self.next_pos, self.token, self.rows = (other.cache, other.mask, other.next_pos,
+                                                                           other.token, other.rows)
+            return
+        n = max(self.mask.shape[1], other.mask.shape[1])
+        _merge_cache(self.cache, other.cache)
+        self.mask = torch.cat([_left_pad(self.mask, n), _left_pad(other.mask, n)])  # B + k', n
+        self.next_pos = torch.cat([self.next_pos, other.next_pos])  # B + k'
+        self.token = torch.cat([self.token, other.token])  # B + k'
+        self.rows = self.rows + other.rows
+
+
 def continuous_greedy_generate(llm, prefill: Callable[[list[int]], dict], n_items: int, slots: int,
                                max_new_tokens: int, eos_ids: set[int]) -> Iterator[tuple[int, list[int]]]:
     """Greedy-decode ``n_items`` prompts with up to ``slots`` in flight (continuous batching).
@@ -163,8 +196,6 @@ def continuous_greedy_generate(llm, prefill: Callable[[list[int]], dict], n_item
         An iterator of ``(index, generated ids without the end-of-sequence token)`` in order of
         completion (not index order).
     """
-    from transformers import DynamicCache
-
     if slots < 1:
         raise ValueError(f"slots must be at least 1, got {slots}")
     if max_new_tokens <= 0:
@@ -172,72 +203,53 @@ def continuous_greedy_generate(llm, prefill: Callable[[list[int]], dict], n_item
         return
     queue = deque(range(n_items))
     outs: dict[int, list[int]] = {}
-    cache = mask = next_pos = token = rows = None  # running batch: cache, (B, L) mask, (B,) positions and inputs
+    run = _Running()
 
-    def advance(idx: list[int], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Pick each row's next token; returns (tokens (B,), finished (B,) bool, finished item indices)."""
+    def advance(idx: list[int], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pick each row's next token; returns (tokens (B,), finished (B,) bool)."""
         tok = logits.argmax(-1)  # B, V -> B
         fin = []
         for i, t in zip(idx, tok.tolist()):
             if t not in eos_ids:
                 outs[i].append(t)
             fin.append(t in eos_ids or len(outs[i]) == max_new_tokens)
-        return tok, torch.tensor(fin, device=tok.device), [i for i, f in zip(idx, fin) if f]
+        return tok, torch.tensor(fin, device=tok.device)
 
-    while queue or rows:
-        # ---- refill free slots with the next items (their prefill gives their first token) ----
-        while queue and len(rows or []) < slots:
-            take = [queue.popleft() for _ in range(min(slots - len(rows or []), len(queue)))]
-            p = prefill(take)
-            new_mask = p["attention_mask"].long()  # k, Lp
-            if new_mask[:, -1].eq(0).any():
-                raise ValueError("prefill must return a left-padded batch (the last column must be real tokens)")
-            new_pos = (new_mask.cumsum(-1) - 1).clamp(min=0)  # k, Lp
-            new_cache = DynamicCache()
-            logits = llm(input_ids=p.get("input_ids"), inputs_embeds=p.get("inputs_embeds"), attention_mask=new_mask,
-                         position_ids=new_pos, past_key_values=new_cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    while queue or run.rows:
+        while queue and len(run.rows) < slots:  # refill free slots (their prefill gives their first token)
+            take = [queue.popleft() for _ in range(min(slots - len(run.rows), len(queue)))]
+            new, logits = _prefill(llm, prefill(take), take)
             for i in take:
                 outs[i] = []
-            new_tok, fin, finished = advance(take, logits)
-            for i in finished:
-                yield i, outs.pop(i)
-            keep = (~fin).nonzero().squeeze(1)  # k'
-            if not len(keep):
-                continue
-            new_idx = [take[j] for j in keep.tolist()]
-            new_tok, new_mask, new_pos = new_tok[keep], new_mask[keep], new_pos[keep, -1] + 1
-            if len(keep) < len(take):
-                _select_cache(new_cache, keep, 0)
-            start = int(new_mask.any(0).long().argmax())  # drop columns that only padded the dropped rows
-            if start:
-                new_mask = new_mask[:, start:]  # k', Lp - start
-                _select_cache(new_cache, None, start)
-            if not rows:
-                cache, mask, next_pos, token, rows = new_cache, new_mask, new_pos, new_tok, new_idx
-            else:
-                n = max(mask.shape[1], new_mask.shape[1])
-                _merge_cache(cache, new_cache)
-                mask = torch.cat([_left_pad(mask, n), _left_pad(new_mask, n)])  # B + k', n
-                next_pos = torch.cat([next_pos, new_pos])  # B + k'
-                token = torch.cat([token, new_tok])  # B + k'
-                rows = rows + new_idx
-        if not rows:
+            new.token, fin = advance(take, logits)
+            yield from ((i, outs.pop(i)) for i, f in zip(take, fin.tolist()) if f)
+            new.keep((~fin).nonzero().squeeze(1))  # k'
+            if new.rows:
+                run.admit(new)
+        if not run.rows:
             break
-        # ---- one decoding step for every running row ----
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # B, L + 1
-        logits = llm(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        next_pos = next_pos + 1
-        token, fin, finished = advance(rows, logits)
-        for i in finished:
-            yield i, outs.pop(i)
-        if finished:
-            keep = (~fin).nonzero().squeeze(1)  # B'
-            rows = [rows[j] for j in keep.tolist()]
-            if not rows:
-                cache = mask = next_pos = token = None
-                continue
-            token, mask, next_pos = token[keep], mask[keep], next_pos[keep]
-            start = int(mask.any(0).long().argmax())  # first column that is real for some remaining row
-            mask = mask[:, start:]  # B', L + 1 - start
-            _select_cache(cache, keep, start)
+        run.mask = torch.cat([run.mask, run.mask.new_ones(run.mask.shape[0], 1)], dim=1)  # B, L + 1
+        logits = llm(input_ids=run.token[:, None], attention_mask=run.mask, position_ids=run.next_pos[:, None],
+                     past_key_values=run.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        run.next_pos = run.next_pos + 1
+        run.token, fin = advance(run.rows, logits)
+        yield from ((i, outs.pop(i)) for i, f in zip(run.rows, fin.tolist()) if f)
+        if bool(fin.any()):
+            run.keep((~fin).nonzero().squeeze(1))  # B'
+
+
+def _prefill(llm, p: dict, take: list[int]) -> tuple[_Running, torch.Tensor]:
+    """Prefill newcomers ``take`` (a left-padded batch ``p``): their running state (next positions
+    set, tokens still to pick) and their last-position logits ``(k, V)``."""
+    from transformers import DynamicCache
+
+    new = _Running()
+    new.mask = p["attention_mask"].long()  # k, Lp
+    if new.mask[:, -1].eq(0).any():
+        raise ValueError("prefill must return a left-padded batch (the last column must be real tokens)")
+    pos = (new.mask.cumsum(-1) - 1).clamp(min=0)  # k, Lp
+    new.cache, new.rows = DynamicCache(), list(take)
+    logits = llm(input_ids=p.get("input_ids"), inputs_embeds=p.get("inputs_embeds"), attention_mask=new.mask,
+                 position_ids=pos, past_key_values=new.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    new.next_pos = pos[:, -1] + 1  # k
+    return new, logits

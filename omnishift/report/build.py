@@ -104,12 +104,8 @@ def _section_overview(run: Path, exp: dict) -> Section:
         "stages", "Pipeline stages", ["Stage", "Produces", "Status", "Seconds", "Finished"], rows)])
 
 
-def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
-    """Every section of the report, and the tables that get CSV/Markdown files."""
-    sections, tables = [_section_overview(run, exp)], []
-    methods = list((exp.get("train") or {}).get("methods") or {})
-
-    # Sec. 2: importance
+def _importance(run: Path, methods: list) -> Section:
+    """Sec. 2: Table 1 (deactivation) and Fig. 1 (rank clustering) of the base model."""
     s = Section("importance", "Parameter importance of the base model (paper Sec. 2)")
     doc = _json(run / "deactivation" / "rows.json")
     if doc:
@@ -125,27 +121,32 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                                 "(share of each 3×3 vicinity in the region)."))
     else:
         s.paragraphs.append("Fig. 1 (rank clustering) — " + _missing(run, "importance", "Fig. 1"))
-    sections.append(s)
+    return s
 
-    # alignment
+
+def _alignment(run: Path, methods: list) -> Section | None:
+    """The recipe that aligned the adaptor: its sets, phases and how the model reads speech."""
     al = _json(run / "align" / "recipe.json")
-    if al:
-        s = Section("align", "Adaptor alignment before Stage 1 (LLM frozen)")
-        parts = []
-        for p in al["parts"]:
-            if "set" in p:
-                parts.append(f"set {p['set']}: {p['clips']} clips")
-            else:
-                dev = p["summary"].get("dev_wer")
-                parts.append(f"phase {p['phase']}: {p['steps']} steps" + (f", held-out greedy-CTC WER {100 * dev:.1f}%"
-                                                                           if dev is not None else ""))
-        name = Path(al["recipe"].split(" (with overrides")[0]).stem  # the recipe, not the run's own overrides
-        s.paragraphs.append(f"Recipe {name}: " + "; ".join(parts) + f". The aligned model reads speech as "
-                            f"{al['speech_input']} (CTC decoding {al['decoding'] or 'greedy'}); bfloat16: "
-                            f"{al['precision']['bf16']}.")
-        sections.append(s)
+    if not al:
+        return None
+    s = Section("align", "Adaptor alignment before Stage 1 (LLM frozen)")
+    parts = []
+    for p in al["parts"]:
+        if "set" in p:
+            parts.append(f"set {p['set']}: {p['clips']} clips")
+        else:
+            dev = p["summary"].get("dev_wer")
+            parts.append(f"phase {p['phase']}: {p['steps']} steps" + (f", held-out greedy-CTC WER {100 * dev:.1f}%"
+                                                                       if dev is not None else ""))
+    name = Path(al["recipe"].split(" (with overrides")[0]).stem  # the recipe, not the run's own overrides
+    s.paragraphs.append(f"Recipe {name}: " + "; ".join(parts) + f". The aligned model reads speech as "
+                        f"{al['speech_input']} (CTC decoding {al['decoding'] or 'greedy'}); bfloat16: "
+                        f"{al['precision']['bf16']}.")
+    return s
 
-    # training
+
+def _training(run: Path, methods: list) -> Section:
+    """Stage-1 summaries per method and the loss curves."""
     s = Section("training", "Stage-1 training (paper Sec. 3.1)")
     summ = {m: _json(run / "train" / m / "summary.json") for m in methods}
     summ = {m: v for m, v in summ.items() if v}
@@ -155,9 +156,11 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
         s.figures.append(Figure(run / "train" / "loss.png", "Training loss per optimizer step (5-step moving average)."))
     if not summ:
         s.paragraphs.append("Training loss curves — " + _missing(run, "train", "trained models"))
-    sections.append(s)
+    return s
 
-    # shift
+
+def _shift(run: Path, methods: list) -> Section:
+    """Fig. 2-3: how textual importance moved per layer."""
     s = Section("shift", "Distribution shift of textual importance (Fig. 2-3)")
     metrics = _json(run / "shift" / "metrics.json")
     if metrics:
@@ -169,9 +172,11 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
         elif name == "fig3_layers_methods" or metrics:
             s.paragraphs.append(f"{cap.split('.')[0]}. — " + (_missing(run, "shift", "this figure") if not metrics
                                                                else "no full fine-tuning among the methods."))
-    sections.append(s)
+    return s
 
-    # change
+
+def _change(run: Path, methods: list) -> Section:
+    """Fig. 4: where the weights changed."""
     s = Section("change", "Parameter changes (Fig. 4)")
     ch = _json(run / "change" / "clustering.json")
     if ch:
@@ -181,67 +186,81 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
                                 "Fig. 4. |ΔW| per matrix of one decoder layer, normalised per matrix."))
     else:
         s.paragraphs.append("Fig. 4 — " + _missing(run, "change", "parameter-change heatmaps"))
-    sections.append(s)
+    return s
 
-    # evaluation
+
+def _heard(run: Path, order: list, benches: list) -> list[Table]:
+    """What the adaptor hears (CTC WER per model) and whether the model listens (listening gain)."""
+    out = []
+    heard = {(r, b): _json(run / "evaluate" / r / b / "ctc" / "summary.json") for r in order for b in benches}
+    heard_rows = [r for r in order if any(heard[(r, b)] for b in benches)]
+    if heard_rows:
+        beam = any((heard[(r, b)] or {}).get("ctc_decoding") for r in heard_rows for b in benches)
+        how = "CTC transcript (beam search with the base LLM as language model)" if beam else "greedy CTC transcript"
+        out.append(Table("adaptor_ctc_wer", f"What the adaptor hears: word error rate of its {how} "
+                         "of the spoken questions", ["Model", *[bench_title(b) for b in benches]],
+                         [[_display(r), *[f"{100 * heard[(r, b)]['wer']:.1f}%" if heard[(r, b)] else "-"
+                                          for b in benches]] for r in heard_rows]))
+    listen = {r: _json(run / "evaluate" / r / "listening" / "summary.json") for r in order}
+    listen = {r: v for r, v in listen.items() if v}
+    if listen:
+        out.append(Table("listening", "Does the model listen? Response perplexity on held-out items "
+                         "from text, from the item's own clip and from another item's clip; gain = "
+                         "ln(PPL other / PPL own) in nats per token (0: the speech carries nothing)",
+                         ["Model", "items", "PPL text", "PPL own clip", "PPL other clip", "gain (nats)"],
+                         [[_display(r), v["n"], f"{v['ppl_text']:.2f}", f"{v['ppl_speech']:.2f}",
+                           f"{v['ppl_speech_mismatched']:.2f}", f"{v['gain_nats']:.3f}"] for r, v in listen.items()]))
+    return out
+
+
+def _tradeoff(run: Path, cells: dict, order: list, benches: list) -> Figure:
+    """The T2T-S2T front with 95 % CIs."""
+    from omnishift.report.figures import plot_tradeoff
+
+    pts = {}
+    for b in benches:
+        ci = lambda k: (cells[k]["accuracy"], *cells[k]["ci95"]) if k in cells else None  # noqa: E731
+        pts[bench_title(b)] = [{"label": _display(r), "t2t": ci((r, b, "t2t")), "s2t": ci((r, b, "s2t"))}
+                               for r in order if ci((r, b, "t2t")) or ci((r, b, "s2t"))]
+    png = plot_tradeoff(pts, run / "report" / "figures" / "tradeoff_t2t_s2t.png")
+    return Figure(png, "T2T vs S2T accuracy per method with 95% CI error bars (the trade-off front); "
+                       "dashed: No-FT T2T, dotted: cascade S2T.")
+
+
+def _qa(run: Path, methods: list) -> Section:
+    """Table 2 and everything that says how to read it."""
     s = Section("qa", "Spoken QA: text (T2T) and speech (S2T) accuracy (Table 2)")
     cells, rows, benches = eval_cells(run / "evaluate")
-    if cells:
-        order = _order(rows, ["no_ft", "cascade", "aligned", *methods])
-        named = {(_display(r), b, m): v for (r, b, m), v in cells.items()}
-        t2 = accuracy_table("table2_qa", "Table 2. Accuracy on spoken QA benchmarks, text (T2T) and speech (S2T) "
-                            "questions", named, [_display(r) for r in order], benches)
-        s.tables.append(t2)
-        wer = [f"{bench_title(b)}: {100 * cells[('cascade', b, 's2t')]['wer']:.1f}%" for b in benches
-               if ("cascade", b, "s2t") in cells and cells[("cascade", b, "s2t")].get("wer") is not None]
-        if wer:
-            s.paragraphs.append("Cascade ASR word error rate on the spoken questions: " + ", ".join(wer) + ".")
-        heard = {(r, b): _json(run / "evaluate" / r / b / "ctc" / "summary.json") for r in order for b in benches}
-        heard_rows = [r for r in order if any(heard[(r, b)] for b in benches)]
-        if heard_rows:
-            beam = any((heard[(r, b)] or {}).get("ctc_decoding") for r in heard_rows for b in benches)
-            how = "CTC transcript (beam search with the base LLM as language model)" if beam else "greedy CTC transcript"
-            s.tables.append(Table("adaptor_ctc_wer", f"What the adaptor hears: word error rate of its {how} "
-                                  "of the spoken questions", ["Model", *[bench_title(b) for b in benches]],
-                                  [[_display(r), *[f"{100 * heard[(r, b)]['wer']:.1f}%" if heard[(r, b)] else "-"
-                                                   for b in benches]] for r in heard_rows]))
-        listen = {r: _json(run / "evaluate" / r / "listening" / "summary.json") for r in order}
-        listen = {r: v for r, v in listen.items() if v}
-        if listen:
-            s.tables.append(Table("listening", "Does the model listen? Response perplexity on held-out items "
-                                  "from text, from the item's own clip and from another item's clip; gain = "
-                                  "ln(PPL other / PPL own) in nats per token (0: the speech carries nothing)",
-                                  ["Model", "items", "PPL text", "PPL own clip", "PPL other clip", "gain (nats)"],
-                                  [[_display(r), v["n"], f"{v['ppl_text']:.2f}", f"{v['ppl_speech']:.2f}",
-                                    f"{v['ppl_speech_mismatched']:.2f}", f"{v['gain_nats']:.3f}"]
-                                   for r, v in listen.items()]))
-        s.paragraphs += scale_notes(run, order, cells, methods)
-        distinct = [f"{_display(r)} {bench_title(b)} {d}/{n}" for r in order for b in benches
-                    if (r, b, "s2t") in cells and (f := run / "evaluate" / r / b / "s2t" / "items.jsonl").is_file()
-                    for d, n in [distinct_answers(f)]]
-        if distinct:
-            s.paragraphs.append("Distinct S2T answers (a model that ignores the speech gives one answer to every "
-                                "question): " + ", ".join(distinct) + ".")
-        from omnishift.report.figures import plot_tradeoff
-
-        pts = {}
-        for b in benches:
-            ci = lambda k: (cells[k]["accuracy"], *cells[k]["ci95"]) if k in cells else None  # noqa: E731
-            pts[bench_title(b)] = [{"label": _display(r), "t2t": ci((r, b, "t2t")), "s2t": ci((r, b, "s2t"))}
-                                   for r in order if ci((r, b, "t2t")) or ci((r, b, "s2t"))]
-        png = plot_tradeoff(pts, run / "report" / "figures" / "tradeoff_t2t_s2t.png")
-        s.figures.append(Figure(png, "T2T vs S2T accuracy per method with 95% CI error bars (the trade-off front); "
-                                     "dashed: No-FT T2T, dotted: cascade S2T."))
-        front, notes = front_table(named, [_display(r) for r in order if r not in ("no_ft", "cascade")],
-                                   benches, no_ft=_display("no_ft"), cascade=_display("cascade"))
-        if front.rows and len(front.header) > 1:
-            s.tables.append(front)
-            s.paragraphs += notes
-    else:
+    if not cells:
         s.paragraphs.append("Table 2 — " + _missing(run, "evaluate", "QA accuracy"))
-    sections.append(s)
+        return s
+    order = _order(rows, ["no_ft", "cascade", "aligned", *methods])
+    named = {(_display(r), b, m): v for (r, b, m), v in cells.items()}
+    s.tables.append(accuracy_table("table2_qa", "Table 2. Accuracy on spoken QA benchmarks, text (T2T) and speech "
+                                   "(S2T) questions", named, [_display(r) for r in order], benches))
+    wer = [f"{bench_title(b)}: {100 * cells[('cascade', b, 's2t')]['wer']:.1f}%" for b in benches
+           if ("cascade", b, "s2t") in cells and cells[("cascade", b, "s2t")].get("wer") is not None]
+    if wer:
+        s.paragraphs.append("Cascade ASR word error rate on the spoken questions: " + ", ".join(wer) + ".")
+    s.tables += _heard(run, order, benches)
+    s.paragraphs += scale_notes(run, order, cells, methods)
+    distinct = [f"{_display(r)} {bench_title(b)} {d}/{n}" for r in order for b in benches
+                if (r, b, "s2t") in cells and (f := run / "evaluate" / r / b / "s2t" / "items.jsonl").is_file()
+                for d, n in [distinct_answers(f)]]
+    if distinct:
+        s.paragraphs.append("Distinct S2T answers (a model that ignores the speech gives one answer to every "
+                            "question): " + ", ".join(distinct) + ".")
+    s.figures.append(_tradeoff(run, cells, order, benches))
+    front, notes = front_table(named, [_display(r) for r in order if r not in ("no_ft", "cascade")],
+                               benches, no_ft=_display("no_ft"), cascade=_display("cascade"))
+    if front.rows and len(front.header) > 1:
+        s.tables.append(front)
+        s.paragraphs += notes
+    return s
 
-    # ablation
+
+def _ablation(run: Path, methods: list) -> Section:
+    """Table 3: LoRA at several ranks."""
     s = Section("ablation", "LoRA rank ablation (Table 3)")
     skipped = (_marker(run, "ablation") or {}).get("skipped")
     t3 = None if skipped or not (run / "ablation").is_dir() else rank_table(run / "ablation")[0]
@@ -249,9 +268,18 @@ def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
         s.tables.append(t3)
     else:
         s.paragraphs.append("Table 3 — " + _missing(run, "ablation", "rank ablation"))
-    sections.append(s)
-    tables = [t for sec in sections for t in sec.tables]
-    return sections, tables
+    return s
+
+
+#: The report's sections after the overview, in order: ``(run folder, methods) -> Section`` (None: absent).
+SECTIONS = (_importance, _alignment, _training, _shift, _change, _qa, _ablation)
+
+
+def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
+    """Every section of the report, and the tables that get CSV/Markdown files."""
+    methods = list((exp.get("train") or {}).get("methods") or {})
+    sections = [_section_overview(run, exp)] + [s for make in SECTIONS if (s := make(run, methods)) is not None]
+    return sections, [t for sec in sections for t in sec.tables]
 
 
 def build_report(run_dir: str | Path, title: str = "") -> Path:
