@@ -200,8 +200,7 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     Raises:
         FileExistsError: ``out`` holds a set built from other inputs (both fingerprints named).
     """
-    from omnishift.models.defaults import DEFAULT_ENCODER, load_encoder
-    from omnishift.models.feature_cache import encoder_identity
+    from omnishift.models.defaults import DEFAULT_ENCODER
 
     if n < 1 or workers < 0 or shard_size < 1:
         raise ValueError(f"n and shard_size must be >= 1 and workers >= 0 (got {n}, {workers}, {shard_size})")
@@ -215,26 +214,10 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     if not texts:
         raise ValueError("no texts to speak: the alignment set needs at least one (id, text) pair")
     voices = engine_voices(aug)
-    espeak = voices.get("espeak", [])
-    enc, _ = load_encoder(encoder)
-    meta = {"n": n, "seed": seed, "shard_size": shard_size, "policy": policy, "augment": aug.to_dict(),
-            "voices": [v for v in espeak if not v.startswith("+")], "variants": [v[1:] for v in espeak if v.startswith("+")],
-            **({"other_voices": {k: v for k, v in voices.items() if k != "espeak"}} if set(voices) - {"espeak"} else {}),
-            "encoder": encoder, "encoder_identity": encoder_identity(enc),
-            "d_enc": enc.config.d_model,
-            "texts_sha256": hashlib.sha256(json.dumps(texts).encode()).hexdigest(), "n_texts": len(texts)}
-    del enc
-    meta["fingerprint"] = _fingerprint(meta)
-    meta_file = out / "meta.json"
-    if meta_file.is_file():
-        old = json.loads(meta_file.read_text())
-        if old.get("fingerprint") != meta["fingerprint"]:
-            changed = sorted(k for k in meta if k != "fingerprint" and old.get(k) != meta[k])
-            raise FileExistsError(f"{out} holds an alignment set built from other inputs (fingerprint "
-                                  f"{old.get('fingerprint')} vs {meta['fingerprint']}; changed: {changed}); "
-                                  "choose a new --out or delete the folder")
+    meta = _set_meta(n, seed, shard_size, policy, aug, voices, encoder, texts)
+    _check_same_set(out, meta)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(meta_file, json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     order = np.random.default_rng(seed).permutation(len(texts))
     n_shards = -(-n // shard_size)
     todo = [s for s in range(n_shards) if not _shard_done(out, s)]
@@ -257,6 +240,36 @@ def build_alignment_set(out: str | Path, n: int, *, encoder: str | None = None, 
     summary = {**meta, **set_stats(out), "clips_per_s_this_call": round(made / seconds, 2) if made else None}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _set_meta(n: int, seed: int, shard_size: int, policy: dict, aug: AugmentConfig, voices: dict, encoder: str,
+              texts: list) -> dict:
+    """What the set is made from (``meta.json``), with its fingerprint."""
+    from omnishift.models.defaults import load_encoder
+    from omnishift.models.feature_cache import encoder_identity
+
+    espeak = voices.get("espeak", [])
+    enc, _ = load_encoder(encoder)
+    meta = {"n": n, "seed": seed, "shard_size": shard_size, "policy": policy, "augment": aug.to_dict(),
+            "voices": [v for v in espeak if not v.startswith("+")], "variants": [v[1:] for v in espeak if v.startswith("+")],
+            **({"other_voices": {k: v for k, v in voices.items() if k != "espeak"}} if set(voices) - {"espeak"} else {}),
+            "encoder": encoder, "encoder_identity": encoder_identity(enc),
+            "d_enc": enc.config.d_model,
+            "texts_sha256": hashlib.sha256(json.dumps(texts).encode()).hexdigest(), "n_texts": len(texts)}
+    meta["fingerprint"] = _fingerprint(meta)
+    return meta
+
+
+def _check_same_set(out: Path, meta: dict) -> None:
+    """A folder holding a set made from other inputs is refused, naming what changed."""
+    meta_file = out / "meta.json"
+    if meta_file.is_file():
+        old = json.loads(meta_file.read_text())
+        if old.get("fingerprint") != meta["fingerprint"]:
+            changed = sorted(k for k in meta if k != "fingerprint" and old.get(k) != meta[k])
+            raise FileExistsError(f"{out} holds an alignment set built from other inputs (fingerprint "
+                                  f"{old.get('fingerprint')} vs {meta['fingerprint']}; changed: {changed}); "
+                                  "choose a new --out or delete the folder")
 
 
 @contextmanager

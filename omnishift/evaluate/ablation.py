@@ -25,12 +25,26 @@ from omnishift.tables import Table, to_markdown
 
 log = logging.getLogger(__name__)
 
+#: The method whose rank Table 3 varies (a name in :data:`omnishift.train.methods.METHODS`).
+ABLATED_METHOD = "lora"
+
+
+def ablation_base(methods: dict) -> str:
+    """Which of a study's methods (name -> its training config) the ablation starts from: the
+    ablated method's own config when the study trains it (same options), else the first."""
+    return ABLATED_METHOD if ABLATED_METHOD in methods else next(iter(methods))
+
+
+def base_overrides(method_name: str) -> list[str]:
+    """Overrides that make another method's config the ablated method's: its options do not apply."""
+    return [] if method_name == ABLATED_METHOD else ["method.options={}"]
+
 
 def rank_overrides(r: int, out: str | Path) -> list[str]:
     """Config overrides of rank ``r``: LoRA with α = 2r, trained into ``out/r{r}/train``."""
     if r <= 0:
         raise ValueError(f"LoRA rank must be a positive integer, got {r}")
-    return ["method.name=lora", f"method.options.r={r}", f"method.options.alpha={2 * r}",
+    return [f"method.name={ABLATED_METHOD}", f"method.options.r={r}", f"method.options.alpha={2 * r}",
             f"out_dir={Path(out) / f'r{r}' / 'train'}"]
 
 

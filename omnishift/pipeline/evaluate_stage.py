@@ -226,7 +226,7 @@ def eval_settings(ctx: Context):
 def stage_ablation(ctx: Context, out: Path) -> dict:
     """Table 3: LoRA at each rank, trained and evaluated (:func:`omnishift.evaluate.ablation.ablate_rank`);
     its units go through the run's reuse rule."""
-    from omnishift.evaluate.ablation import ablate_rank
+    from omnishift.evaluate.ablation import ablate_rank, ablation_base, base_overrides
 
     ab, ev = ctx.cfg.ablation, ctx.cfg.evaluate
     if not ab.ranks:
@@ -234,11 +234,10 @@ def stage_ablation(ctx: Context, out: Path) -> dict:
     config = ab.config
     if config is None and ctx.cfg.train.methods:
         methods = ctx.cfg.train.methods
-        config = methods[next((m for m in methods if m == "lora"), next(iter(methods)))].config
+        config = methods[ablation_base(methods)].config
     config = ctx.cfg.resolve(config)
     overrides = train_overrides(ctx, None, ab.overrides)
-    if (_config_dict(config, []).get("method") or {}).get("name", "full") != "lora":
-        overrides.append("method.options={}")  # the other method's options do not apply to LoRA
+    overrides += base_overrides((_config_dict(config, []).get("method") or {}).get("name", "full"))
     names = ab.benchmarks or list(ev.benchmarks)
     benches = ctx.benchmarks()
     ablate_rank(config, [int(r) for r in ab.ranks], [str(benches[n]) for n in names], out, overrides=overrides,
