@@ -97,6 +97,23 @@ def _empty(folder: Path) -> None:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
+def only_unset_added(old, new) -> bool:
+    """Whether ``new`` differs from ``old`` only by keys that ``old`` lacks and ``new`` leaves unset
+    (None), at any depth.
+
+    Why: a config section that gains an option whose default is None ("not set": the behaviour
+    before the option existed) describes the same computation; without this rule every unit made
+    before the option was added would count as stale.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        if set(old) - set(new) or any(new[k] is not None for k in set(new) - set(old)):
+            return False
+        return all(only_unset_added(old[k], new[k]) for k in old)
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(only_unset_added(a, b) for a, b in zip(old, new))
+    return old == new
+
+
 def reuse_unit(folder: str | Path, inputs: dict, *, what: str, redo: bool, fix: str,
                complete: Callable[[Path], bool]) -> bool:
     """Decide what to do with ``folder`` before computing it from ``inputs``.
@@ -121,6 +138,10 @@ def reuse_unit(folder: str | Path, inputs: dict, *, what: str, redo: bool, fix: 
     folder = Path(folder)
     record = {"fingerprint": fingerprint(inputs), "inputs": json.loads(json.dumps(inputs, default=str))}
     old = read_record(folder)
+    if old is not None and old.get("fingerprint") != record["fingerprint"] and only_unset_added(
+            old.get("inputs"), record["inputs"]):
+        atomic_write_text(folder / UNIT, json.dumps(record, indent=2) + "\n")  # the same unit, recorded anew
+        old = record
     if old is not None and old.get("fingerprint") == record["fingerprint"]:
         return bool(complete(folder))
     # results: anything but bookkeeping and another process's half-written record (ranks start together)

@@ -75,3 +75,22 @@ def test_results_without_a_record_are_never_reused(tmp_path):
         reuse_unit(unit, {"x": 1}, what="evaluation", redo=False, fix="FIX", complete=lambda d: True)
     assert reuse_unit(unit, {"x": 1}, what="evaluation", redo=True, fix="FIX", complete=lambda d: True) is False
     assert not (unit / "summary.json").exists()
+
+
+def test_an_option_added_unset_keeps_a_unit_and_a_set_one_does_not(tmp_path):
+    from omnishift.reuse import only_unset_added
+
+    old = {"config": {"model": {"k": 5}, "objectives": [{"name": "ctc"}]}}
+    u = tmp_path / "u"
+    assert reuse_unit(u, old, what="unit", redo=False, fix="f", complete=lambda d: False) is False
+    (u / "final").mkdir()
+    grown = {"config": {"model": {"k": 5, "speech_options": None}, "objectives": [{"name": "ctc", "limit": None}]},
+             "reading": None}
+    assert only_unset_added(old, grown) and not only_unset_added(grown, old)
+    assert reuse_unit(u, grown, what="unit", redo=False, fix="f", complete=lambda d: (d / "final").is_dir())
+    assert json.loads((u / UNIT).read_text())["inputs"] == grown  # recorded anew
+    set_one = {**grown, "reading": {"speech_input": "ctc_soft"}}
+    assert not only_unset_added(grown, set_one)
+    with pytest.raises(StaleUnitError, match="reading"):
+        reuse_unit(u, set_one, what="unit", redo=False, fix="f", complete=lambda d: True)
+    assert not only_unset_added({"a": [1, 2]}, {"a": [1]}) and not only_unset_added({"a": 1}, {"a": 2})

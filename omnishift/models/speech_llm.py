@@ -234,6 +234,7 @@ class SpeechLLM(nn.Module):
                               eos_token_ids(self.llm, self.tokenizer), **prompt)
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
+    @torch.no_grad()  # a generator: no graph may reach the KV cache, which outlives every item
     def generate_stream(self, items: list[dict], slots: int = 16, max_new_tokens: int = 64):
         """Greedy-decode many items with continuous batching; yields answers as they complete.
 

@@ -102,3 +102,14 @@ def test_beam_settings_need_a_token_reading(tiny_tokenizer):
                              speech_options={"temprature": 0.5})
     with pytest.raises(ValueError, match="unknown"):
         make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_nearest")
+
+
+def test_answers_are_generated_without_a_graph(tiny_tokenizer):
+    """A differentiable reading under generation must build no autograd graph: the KV cache outlives
+    every item, so a graph through it keeps every clip's posteriors alive (an evaluation ran out of memory)."""
+    m = _model(tiny_tokenizer, "ctc_soft")
+    seen = []
+    m.llm.register_forward_hook(lambda mod, args, out: seen.append(torch.is_grad_enabled()))
+    items = [{"prompt": s2t_prompt(), "audio": tone(0.8, seed=s)} for s in range(3)]
+    answers = list(m.generate_stream(items, slots=2, max_new_tokens=3))
+    assert len(answers) == 3 and seen and not any(seen)
