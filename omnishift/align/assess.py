@@ -43,6 +43,21 @@ def _self_answers(model, examples, out: Path, n: int, settings, inputs: dict) ->
     return write_manifest(out / "listen.jsonl", rows)
 
 
+def _gap(model, examples, out: Path, fc: Path, inputs: dict) -> dict:
+    """The modality gap of the speech vectors on the benchmark's clips (``modality/summary.json``)."""
+    from omnishift.data.audio import load_audio
+    from omnishift.evaluate.modality import modality_gap
+    from omnishift.models.feature_cache import EncoderFeatureCache
+    from omnishift.models.processor import load_states
+
+    if not _unit(out / "modality", inputs, "modality gap", "summary.json"):
+        cache = EncoderFeatureCache(fc, model)
+        states = [load_states(p) for p in cache.states([load_audio(e.audio, item=e.id) for e in examples])]
+        gap = modality_gap(model, states, [e.text for e in examples])
+        atomic_write_text(out / "modality" / "summary.json", json.dumps(gap, indent=2) + "\n")
+    return json.loads((out / "modality" / "summary.json").read_text(encoding="utf-8"))
+
+
 def assess_aligned(folder: str | Path, examples: list, out: str | Path, *, listen: int = 100, workers: int = 2,
                    settings=None, progress: bool = True) -> dict:
     """Greedy / beam CTC WER, S2T and listening gain of ``folder`` on ``examples`` (with audio).
@@ -50,7 +65,7 @@ def assess_aligned(folder: str | Path, examples: list, out: str | Path, *, liste
     Args:
         folder: an aligned speech-LLM folder with a CTC head (it says how it reads speech).
         examples: the benchmark's examples (audio and reference answers).
-        out: output folder: ``ctc_greedy/``, ``ctc/``, ``s2t/``, ``t2t_self/``, ``listening.json``,
+        out: output folder: ``ctc_greedy/``, ``ctc/``, ``s2t/``, ``modality/``, ``t2t_self/``, ``listening.json``,
             ``summary.json`` (and ``features/``, the encoder and token caches).
         listen: questions of the listening check (0: skip it).
         workers: single-threaded processes decoding the clips.
@@ -90,6 +105,7 @@ def assess_aligned(folder: str | Path, examples: list, out: str | Path, *, liste
     if not _unit(out / "s2t", inputs, "S2T evaluation", "summary.json"):
         evaluate(model, build_eval_items(examples, "s2t", prompt=settings.prompt), out / "s2t", settings,
                  label=f"{folder.name} s2t", meta={"model": str(folder), "mode": "s2t"})
+    gap = _gap(model, examples, out, fc, inputs)
     listening, skipped = None, None if listen >= 2 else "--listen is below 2"
     if listen >= 2:
         data = _self_answers(model, examples, out, listen, settings, inputs)
@@ -104,8 +120,11 @@ def assess_aligned(folder: str | Path, examples: list, out: str | Path, *, liste
     read = lambda p: json.loads((out / p / "summary.json").read_text(encoding="utf-8"))  # noqa: E731
     s2t = read("s2t")
     summary = {"model": str(folder), "n": len(examples), "speech_input": model.config.speech_input,
+               "speech_options": model.config.speech_options,
                "ctc_decoding": model.config.ctc_decoding, "wer_greedy": read("ctc_greedy")["wer"],
                "wer": read("ctc")["wer"], "s2t": s2t["accuracy"], "s2t_ci95": s2t["ci95"], "s2t_correct": s2t["correct"],
+               "cosine_gap": gap.get("cosine_gap"), "norm_ratio": gap.get("norm_ratio"),
+               "nearest_token_wer": gap.get("nearest_token_wer"),
                "listening_gain_nats": None if listening is None else listening["gain_nats"],
                "listening_n": None if listening is None else listening["n"], "listening_skipped": skipped,
                "seconds": round(time.perf_counter() - t, 1), "decoded": times["decode"]}

@@ -49,6 +49,8 @@ def test_one_call_gives_both_wers_s2t_and_the_listening_gain(tmp_path, aligned, 
     s = assess_aligned(aligned, exs, tmp_path / "out", listen=3, workers=1, settings=settings, progress=False)
     assert s["n"] == 3 and s["ctc_decoding"] == {"beam": 2} and s["speech_input"] == "ctc_top1"
     assert 0 <= s["wer"] and 0 <= s["wer_greedy"] and 0 <= s["s2t"] <= 1 and s["listening_n"] == 3
+    # token rows: no gap, and the nearest-token reading is the beam transcript itself
+    assert s["cosine_gap"] == pytest.approx(0.0, abs=1e-5) and s["nearest_token_wer"] == s["wer"]
     listen = json.loads((tmp_path / "out" / "listening.json").read_text())
     assert s["listening_gain_nats"] == listen["gain_nats"] and listen["n"] >= 2
     # the greedy and the beam transcripts are those eval_ctc gives for each reading
