@@ -35,13 +35,15 @@ class Objective(NamedTuple):
     ``needs``: item fields the objective reads besides ``encoder_states``; ``select``: optional
     ``(items, options) -> items`` choosing the training items the objective uses (before ``limit``);
     ``prepare``: optional ``(model, items, options)`` giving them their targets once (e.g. cached
-    teacher outputs) before training starts."""
+    teacher outputs) before training starts; ``before_training``: optional ``(model, options)``
+    called after every objective is prepared (e.g. the frozen LLM cast to bfloat16)."""
 
     loss: Callable[[Any, list[dict], Any], tuple[torch.Tensor, int]]
     options: type
     needs: tuple = ()
     select: Callable[[list[dict], Any], list[dict]] | None = None
     prepare: Callable[[Any, list[dict], Any], None] | None = None
+    before_training: Callable[[Any, Any], None] | None = None
 
 
 def pad_states(items: list[dict], dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +110,7 @@ def ctc_loss(model, items: list[dict], options: CTCOptions) -> tuple[torch.Tenso
     weight = model.adaptor.linear1.weight
     with torch.autocast(weight.device.type, dtype=torch.bfloat16, enabled=options.bf16_adaptor and model.adaptor.training):
         emb, lengths = speech_outputs(model, items, options.time_mask, options.feature_dropout)
-    table = model.llm.get_input_embeddings().weight.detach()
+    table = model.ctc_table()  # the base LLM's rows, frozen (the LLM itself may run in lower precision)
     targets = [torch.as_tensor(it["ctc_targets"], dtype=torch.long) for it in items]
     vocab, offset = None, None
     if options.negatives > 0:
@@ -146,12 +148,24 @@ def _sample_classes(targets: list[torch.Tensor], vocab_size: int, negatives: int
 class KDOptions:
     """Args: temperature: softens both distributions (Ultravox: KL at T); top_k: teacher classes
     cached per response token; max_response_tokens: answer tokens distilled per item;
-    questions_only: distil on question texts only (:func:`select_kd`)."""
+    questions_only: distil on question texts only (:func:`select_kd`); bf16_llm: the frozen LLM's
+    weights in bfloat16 for the student's pass once the teacher targets are made in float32 (1.9x
+    faster forward on a CPU with AMX, measured; autocast gained 5 %; a recipe sets it from its
+    ``precision``)."""
 
     temperature: float = 1.0
     top_k: int = 32
     max_response_tokens: int = 24
     questions_only: bool = True
+    bf16_llm: bool = False
+
+
+def kd_before_training(model, options: KDOptions) -> None:
+    """The frozen LLM in bfloat16 for the student's passes (``bf16_llm``); its gradient reaches the
+    adaptor through the speech slots, its own weights never train."""
+    if options.bf16_llm:
+        model.ctc_table()  # the CTC classifier keeps the float32 rows
+        model.llm.to(torch.bfloat16)
 
 
 def select_kd(items: list[dict], options: KDOptions) -> list[dict]:
@@ -220,5 +234,5 @@ def prepare_kd(model, items: list[dict], options: KDOptions, batch_size: int = 1
 OBJECTIVES: dict[str, Objective] = {
     "ctc": Objective(ctc_loss, CTCOptions, ("ctc_targets",)),
     "kd": Objective(kd_loss, KDOptions, ("kd_response", "kd_top_idx", "kd_top_logp"), select=select_kd,
-                    prepare=prepare_kd),
+                    prepare=prepare_kd, before_training=kd_before_training),
 }

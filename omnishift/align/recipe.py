@@ -27,6 +27,9 @@ from omnishift.models.speech_llm import SPEECH_INPUTS, SpeechLLMConfig
 from omnishift.paths import atomic_write_text
 from omnishift.schema import AT_LEAST_1, NON_NEGATIVE, ConfigError, build, read_yaml, require
 
+#: Objective options a recipe's ``precision`` sets (where the objective has them).
+BF16_OPTIONS = ("bf16_adaptor", "bf16_logits", "bf16_llm")
+
 #: Shipped recipes: name -> YAML under ``omnishift/configs/recipes``. Adding one: a YAML and a line.
 RECIPES = {"cpu_listen": "recipes/cpu_listen.yaml"}
 PRECISIONS = ("auto", "bf16", "float32")
@@ -152,7 +155,7 @@ def _check(cfg: RecipeConfig, origin: str) -> None:
             raise ConfigError(f"{origin}: decoding {cfg.decoding}: {e}") from None
     for i, p in enumerate(cfg.phases):
         for o in p.objectives:
-            if {"bf16_adaptor", "bf16_logits"} & set((o or {}).get("options", {})):
+            if set(BF16_OPTIONS) & set((o or {}).get("options", {})):
                 raise ConfigError(f"{origin}: phases[{i}]: set the recipe's precision (auto, bf16, float32), "
                                   "not bf16_* options per objective")
 
@@ -179,7 +182,7 @@ def _with_precision(objective: dict, bf16: bool) -> dict:
 
     o = dict(objective)
     fields = {f.name for f in dataclasses.fields(OBJECTIVES[o.get("name", "ctc")].options)}
-    o["options"] = {**o.get("options", {}), **{k: bf16 for k in ("bf16_adaptor", "bf16_logits") if k in fields}}
+    o["options"] = {**o.get("options", {}), **{k: bf16 for k in BF16_OPTIONS if k in fields}}
     return o
 
 

@@ -259,6 +259,9 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
     train_items, dev, dropped = load_sets(model, config)
     run.out_dir.mkdir(parents=True, exist_ok=True)
     pools = _pools(model, config, train_items, run.out_dir)
+    for oc, opts, _ in pools:
+        if OBJECTIVES[oc.name].before_training is not None:
+            OBJECTIVES[oc.name].before_training(model, opts)
     model.requires_grad_(False)
     model.adaptor.requires_grad_(True)
     optimizer = adamw([("adaptor", [p for p in model.adaptor.parameters()], config.optim.lr)], config.optim.weight_decay)

@@ -137,7 +137,6 @@ def _left_pad(mask: torch.Tensor, n: int) -> torch.Tensor:
     return F.pad(mask, (n - mask.shape[1], 0))
 
 
-@torch.no_grad()
 class _Running:
     """The sequences in flight: their KV cache, ``(B, L)`` mask, ``(B,)`` next positions and input
     tokens, and which item each row decodes (``rows``)."""
@@ -171,6 +170,7 @@ class _Running:
         self.rows = self.rows + other.rows
 
 
+@torch.no_grad()
 def continuous_greedy_generate(llm, prefill: Callable[[list[int]], dict], n_items: int, slots: int,
                                max_new_tokens: int, eos_ids: set[int]) -> Iterator[tuple[int, list[int]]]:
     """Greedy-decode ``n_items`` prompts with up to ``slots`` in flight (continuous batching).

@@ -151,10 +151,11 @@ def fill_soft(model, batch: dict) -> torch.Tensor:
 
     t = model.speech_options.temperature
     rows = model.llm.get_input_embeddings().weight
-    table = model.ctc_table().to(rows.device, rows.dtype)
+    table = model.ctc_table()  # the CTC classifier, in the adaptor's precision (the LLM's may be lower)
 
     def posteriors(emb: torch.Tensor) -> torch.Tensor:  # F, H -> F, V
-        logits = ctc_logits(emb, table, model.adaptor.ctc_blank, log_scale=model.adaptor.ctc_log_scale)
+        logits = ctc_logits(emb, table.to(emb.device, emb.dtype), model.adaptor.ctc_blank,
+                            log_scale=model.adaptor.ctc_log_scale)
         return (logits[:, 1:].float() / t).softmax(-1)
 
     return (_pooled(model, batch, posteriors) @ rows.float()).to(rows.dtype)  # S, V @ V, H -> S, H

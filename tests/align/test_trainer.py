@@ -293,3 +293,28 @@ def _model_adaptor_grow_zero():
     from omnishift.models.adaptor import FrameStackAdaptor
 
     FrameStackAdaptor(8, 16, k=2, hidden=8).grow_context(0)
+
+
+def test_kd_through_the_soft_reading_trains_the_adaptor_and_leaves_the_llm(tmp_path, tiny_tokenizer):
+    """Training through the frozen LLM: KD on ctc_soft moves the adaptor's MLP weights (the gradient
+    reaches it through the posterior-weighted vectors), with the LLM in bfloat16 and untouched."""
+    m = make_tiny_speech_llm(tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="clip",
+                             speech_input="ctc_soft")
+    with torch.no_grad():  # the blank never wins: every clip has segments to read
+        m.adaptor.ctc_blank.zero_()
+        m.adaptor.ctc_blank[-1] = -1e4
+    set_dir = _set(tmp_path, m)
+    before = {k: v.clone() for k, v in m.adaptor.state_dict().items()}
+    llm_before = {k: v.clone() for k, v in m.llm.state_dict().items()}
+    cfg = load_align_config(None, [f"data.set={set_dir}", "data.heldout=2", f"out_dir={tmp_path / 'kd'}",
+                                   "objectives=[{name: kd, batch_size: 2, limit: 4, options: {max_response_tokens: 3, "
+                                   "questions_only: false, top_k: 8, bf16_llm: true}}]", "optim.lr=1e-2",
+                                   "optim.weight_decay=0", "loop.progress=false", "loop.eval_every=0",
+                                   "loop.max_steps=2", "checkpoint.save_every=0"])
+    align(cfg, model=m)
+    assert m.llm.dtype == torch.bfloat16
+    for name in ("linear1.weight", "linear2.weight"):
+        assert not torch.equal(m.adaptor.state_dict()[name], before[name]), name
+    assert torch.equal(m.adaptor.ctc_blank, before["ctc_blank"])  # the soft reading scores tokens only
+    assert all(torch.equal(v.float(), llm_before[k].float().to(torch.bfloat16).float())
+               for k, v in m.llm.state_dict().items())
