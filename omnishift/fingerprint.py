@@ -24,13 +24,17 @@ def fingerprint(inputs: dict) -> str:
 
 
 def weights_sha256(module) -> str:
-    """sha256 of a torch module's config (when it has one) and every tensor of its state dict."""
+    """sha256 of a torch module's config (when it has one) and every tensor of its state dict.
+
+    The config's ``_name_or_path`` (the folder it was loaded from) is left out: the same weights
+    loaded from another cache folder (another ``OMNISHIFT_HOME``) are the same model."""
     import torch
 
     h = hashlib.sha256()
     config = getattr(module, "config", None)
     if config is not None and hasattr(config, "to_dict"):
-        h.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+        d = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+        h.update(json.dumps(d, sort_keys=True, default=str).encode())
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

@@ -94,3 +94,25 @@ def test_an_option_added_unset_keeps_a_unit_and_a_set_one_does_not(tmp_path):
     with pytest.raises(StaleUnitError, match="reading"):
         reuse_unit(u, set_one, what="unit", redo=False, fix="f", complete=lambda d: True)
     assert not only_unset_added({"a": [1, 2]}, {"a": [1]}) and not only_unset_added({"a": 1}, {"a": 2})
+
+
+def test_a_model_copied_to_another_folder_keeps_its_identity(tmp_path, tiny_tokenizer):
+    """The same weights loaded from another cache folder (another OMNISHIFT_HOME) are the same model;
+    other weights are not."""
+    import shutil
+
+    import torch
+    from tiny_models import make_tiny_encoder
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from omnishift.fingerprint import weights_sha256
+
+    enc, _ = make_tiny_encoder()
+    enc.save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    a, b = WhisperEncoder.from_pretrained(tmp_path / "a"), WhisperEncoder.from_pretrained(tmp_path / "b")
+    assert a.config._name_or_path != b.config._name_or_path
+    assert weights_sha256(a) == weights_sha256(b)
+    with torch.no_grad():
+        b.conv1.weight[0, 0, 0] += 1
+    assert weights_sha256(a) != weights_sha256(b)

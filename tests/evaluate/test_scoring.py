@@ -71,3 +71,22 @@ def test_bootstrap_ci():
     assert lo < 0.30 < hi and 0.2 < lo and hi < 0.4
     assert bootstrap_ci([True] * 10) == (1.0, 1.0)
     assert bootstrap_ci([True] * 30 + [False] * 70) == (lo, hi), "seeded: reproducible"
+
+
+def test_paired_bootstrap_by_hand_and_against_a_loop():
+    import numpy as np
+
+    from omnishift.evaluate.scoring import paired_bootstrap_ci
+
+    assert paired_bootstrap_ci([1, 0, 1], [1, 0, 1]) == (0.0, 0.0, 0.0)
+    assert paired_bootstrap_ci([1, 1], [0, 0]) == (1.0, 1.0, 1.0)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 2, 50), rng.integers(0, 2, 50)
+    mean, lo, hi = paired_bootstrap_ci(a.tolist(), b.tolist(), n_boot=2000, seed=7)
+    r = np.random.default_rng(7)
+    idx = r.integers(0, 50, size=(2000, 50))
+    ref = [float((a[i] - b[i]).mean()) for i in idx]  # the same draws, one resample at a time
+    assert mean == float((a - b).mean())
+    assert (lo, hi) == tuple(float(x) for x in np.quantile(ref, [0.025, 0.975]))
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap_ci([1], [1, 0])
