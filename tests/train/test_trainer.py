@@ -159,3 +159,28 @@ def test_a_ctc_speech_input_drops_adaptor_groups_by_identity_not_by_name(tiny_to
     mixed = [ParamGroup("all", list(model.adaptor.parameters()) + list(model.llm.parameters()))]
     with pytest.raises(ValueError, match="'all' mixes adaptor and LLM"):
         _without_adaptor(model, mixed)
+
+
+@pytest.mark.parametrize("reading, moves", [("ctc_soft", True), ("ctc_peak", True), ("ctc_top1", False)])
+def test_one_stage1_step_through_a_differentiable_reading_moves_every_adaptor_weight(
+        make_config, speech_items, tiny_model_config, reading, moves):
+    """Stage 1 trains adaptor and LLM together through the continuous path (the paper's kind): one
+    full-FT step changes every adaptor weight the reading uses; through token rows none."""
+    import dataclasses
+
+    model_cfg = {**dataclasses.asdict(tiny_model_config), "adaptor_norm": True, "ctc_head": True,
+                 "frame_policy": "clip", "speech_input": reading}
+    cfg = make_config("full", model=model_cfg, optim={"lr": 1e-2, "adaptor_lr": 1e-2, "weight_decay": 0.0},
+                      loop={"max_steps": 1, "batch_size": 6})
+    model = build_model(cfg)
+    with torch.no_grad():  # the blank never wins: every clip has CTC segments to read
+        model.adaptor.ctc_blank.zero_()
+        model.adaptor.ctc_blank[-1] = -1e4
+    before = {k: v.clone() for k, v in model.adaptor.named_parameters()}
+    llm_before = model.llm.get_input_embeddings().weight.detach().clone()
+    train(cfg, model=model, items=speech_items)
+    # the soft and peak readings score tokens, never the blank: its vector is not read
+    unused = {"ctc_blank"} | ({"ctc_log_scale"} if reading == "ctc_peak" else set())
+    changed = {k for k, v in model.adaptor.named_parameters() if not torch.equal(v, before[k])}
+    assert changed == (set(before) - unused if moves else set())
+    assert not torch.equal(model.llm.get_input_embeddings().weight, llm_before)  # the LLM trains too
