@@ -93,7 +93,7 @@ def test_train_rerun_without_resume_says_how(tmp_path, capsys):
     cfg.write_text(f"out_dir: {tmp_path / 'run'}\n")
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "already holds a run" in err and "--resume" in err and "Traceback" not in err
+    assert "already holds a training run" in err and "--resume" in err and "Traceback" not in err
 
 
 def _huge_page_probe(env_value: str | None) -> tuple[str, int]:
