@@ -149,9 +149,9 @@ class KDOptions:
     """Args: temperature: softens both distributions (Ultravox: KL at T); top_k: teacher classes
     cached per response token; max_response_tokens: answer tokens distilled per item;
     questions_only: distil on question texts only (:func:`select_kd`); bf16_llm: the frozen LLM's
-    weights in bfloat16 for the student's pass once the teacher targets are made in float32 (1.9x
-    faster forward on a CPU with AMX, measured; autocast gained 5 %; a recipe sets it from its
-    ``precision``)."""
+    weights in bfloat16 for the student's pass once the teacher targets are made in float32 (faster
+    on a CPU with native bfloat16, where autocast over float32 weights gained little:
+    ``docs/benchmarks.md``; a recipe sets it from its ``precision``)."""
 
     temperature: float = 1.0
     top_k: int = 32
