@@ -264,7 +264,7 @@ def align(config: AlignConfig, model=None, resume: bool = False, on_step: Callab
             OBJECTIVES[oc.name].before_training(model, opts)
     model.requires_grad_(False)
     model.adaptor.requires_grad_(True)
-    optimizer = adamw([("adaptor", [p for p in model.adaptor.parameters()], config.optim.lr)], config.optim.weight_decay)
+    optimizer = adamw([("adaptor", list(model.adaptor.parameters()), config.optim.lr)], config.optim.weight_decay)
     total = config.loop.max_steps
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.optim.warmup_ratio), total)
     state = resume_from(run, resume, lambda last: load_checkpoint(last, model, optimizer, scheduler), len(train_items))

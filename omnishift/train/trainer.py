@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from omnishift.models.processor import IGNORE_INDEX
+from omnishift.models.speech_inputs import SPEECH_INPUTS
 from omnishift.paths import atomic_write_text
 from omnishift.schema import without
 from omnishift.train import distributed as dist
@@ -244,7 +245,7 @@ def _set_up(config: TrainConfig, model, items: list[dict] | None) -> _Run:
             raise ValueError(f"method {config.method.name} trains only the adaptor, which speech_input "
                              f"{model.config.speech_input!r} does not reach (it reads token rows): nothing "
                              "to train; evaluate the aligned model as is, or read it with a differentiable "
-                             "speech_input (ctc_soft, ctc_peak, adaptor)")
+                             f"speech_input ({', '.join(n for n, r in SPEECH_INPUTS.items() if r.differentiable)})")
     if dist.is_sharded(accelerator) and any(g.fixed for g in groups):
         raise ValueError(f"method {config.method.name} holds entries fixed in place, which FSDP/DeepSpeed shard; "
                          "run it on one process or with DDP (configs/accelerate/ddp_gpu.yaml)")
