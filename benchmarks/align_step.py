@@ -20,7 +20,7 @@ import torch
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("recipe", help="a recipe name (omnishift ls) or recipe YAML")
+    p.add_argument("recipe", help="a recipe name (omnishift align ls) or recipe YAML")
     p.add_argument("model")
     p.add_argument("--phase", type=int, default=0, help="which phase's data and CTC options")
     p.add_argument("--steps", type=int, default=12)

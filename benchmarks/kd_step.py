@@ -44,7 +44,7 @@ def _time_steps(m, batches, opts) -> tuple[dict, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("recipe", help="a recipe name (omnishift ls) or recipe YAML")
+    p.add_argument("recipe", help="a recipe name (omnishift align ls) or recipe YAML")
     p.add_argument("model", help="the adaptor to start from (the phase's starting folder)")
     p.add_argument("--phase", type=int, default=1, help="the phase with the kd objective")
     p.add_argument("--steps", type=int, default=8)

@@ -10,21 +10,52 @@ import soundfile as sf
 from omnishift.cli import main
 
 
-def test_every_package_registers_its_commands_once_with_help(capsys):
+def _leaves(parser, prefix=()) -> list[tuple[str, ...]]:
+    """Every runnable command, as words, in ``--help`` order, with its help line checked."""
     import argparse
 
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if sub is None:
+        return [prefix]
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert all(helps[c] for c in sub.choices), prefix  # each says what it does
+    return [leaf for name, p in sub.choices.items() for leaf in _leaves(p, (*prefix, name))]
+
+
+def test_every_package_registers_its_commands_once_with_help(capsys):
     from omnishift.cli import build_parser
 
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"models", "synth", "data", "ask", "eval", "eval-table", "ablate-rank", "eval-listening",
-                                "train", "align-data", "align", "ls", "eval-aligned", "eval-ctc", "importance", "plot-loss", "report",
-                                "run", "demo"}
-    helps = {a.dest: a.help for a in sub._choices_actions}
-    assert all(helps[c] for c in sub.choices)  # each says what it does
-    for cmd in sub.choices:
+    leaves = _leaves(build_parser())
+    assert {" ".join(c) for c in leaves} >= {
+        "models prepare", "data synth", "data stage1", "data align", "ask", "eval qa", "eval table",
+        "eval ablate-rank", "eval listening", "eval aligned", "eval ctc", "train", "align run", "align ls",
+        "importance compute", "plot-loss", "report", "run", "demo"}
+    for cmd in leaves:
         with pytest.raises(SystemExit) as e:
-            main([cmd, "--help"])
-        assert e.value.code == 0 and f"usage: omnishift {cmd}" in capsys.readouterr().out
+            main([*cmd, "--help"])
+        assert e.value.code == 0 and f"usage: omnishift {' '.join(cmd)}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("old, new", [
+    (["eval-aligned", "F"], ["eval", "aligned", "F"]), (["eval", "runs/x", "--benchmark", "b"],
+                                                        ["eval", "qa", "runs/x", "--benchmark", "b"]),
+    (["eval", "--benchmark", "b", "base"], ["eval", "qa", "--benchmark", "b", "base"]),
+    (["-v", "align", "cpu_listen"], ["-v", "align", "run", "cpu_listen"]), (["ls"], ["align", "ls"]),
+    (["align", "ls"], ["align", "ls"]), (["align-data", "--out", "d"], ["data", "align", "--out", "d"]),
+    (["eval", "--help"], ["eval", "--help"]), (["synth", "a", "b"], ["data", "synth", "a", "b"]),
+    (["train", "c.yaml"], ["train", "c.yaml"]),
+])
+def test_old_names_and_short_forms_expand_to_the_grouped_commands(old, new):
+    from omnishift.cli import build_commands
+
+    assert build_commands()[1].expand(old) == new
+
+
+def test_no_recipe_is_named_like_an_align_sub_command():
+    from omnishift.align.recipe import RECIPES
+    from omnishift.cli import build_commands
+
+    assert not set(RECIPES) & set(build_commands()[1].groups["align"].choices)  # `align NAME` stays unambiguous
 
 
 def test_synth_command_writes_wavs_and_manifest(tmp_path, capsys):
@@ -131,7 +162,6 @@ def test_cli_asks_torch_for_huge_pages_unless_the_user_said_otherwise():
 
 
 def test_the_readme_is_a_short_guide_whose_command_table_is_the_cli():
-    import argparse
     import re
     from pathlib import Path
 
@@ -139,9 +169,8 @@ def test_the_readme_is_a_short_guide_whose_command_table_is_the_cli():
 
     root = Path(__file__).parents[1]
     readme = (root / "README.md").read_text(encoding="utf-8")
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    table = re.findall(r"^\| `omnishift ([a-z0-9-]+)` \|", readme, re.M)
-    assert table == list(sub.choices)  # every command, once, in --help order
+    table = re.findall(r"^\| `omnishift ([a-z0-9 -]+)` \|", readme, re.M)
+    assert table == [" ".join(c) for c in _leaves(build_parser())]  # every command, once, in --help order
     assert len(readme.splitlines()) <= 200
     assert not re.search(r"issue \d+|sitting|20\d\d-\d\d-\d\d", readme, re.I)
     assert not [p for p in (root / "docs").rglob("*") if p.suffix in (".py", ".sh")]  # the lab lives in experiments/

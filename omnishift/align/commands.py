@@ -1,7 +1,7 @@
 """Command line of adaptor alignment: ``align-data``, ``align`` and ``eval-ctc``.
 
-``omnishift align-data`` builds the synthetic alignment set, ``omnishift align CONFIG`` trains the
-adaptor on it with the LLM frozen, and ``omnishift eval-ctc MODEL`` shows what an aligned adaptor
+``omnishift data align`` builds the synthetic alignment set, ``omnishift align CONFIG`` trains the
+adaptor on it with the LLM frozen, and ``omnishift eval ctc MODEL`` shows what an aligned adaptor
 hears on a benchmark's recordings (its greedy CTC transcript and the WER against the question).
 """
 
@@ -46,7 +46,7 @@ def cmd_align(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    """``omnishift ls``: the shipped recipes, what each makes and what it measured."""
+    """``omnishift align ls``: the shipped recipes, what each makes and what it measured."""
     from omnishift.align.recipe import RECIPES, load_recipe
 
     for name in RECIPES:
@@ -73,7 +73,7 @@ def cmd_eval_ctc(args) -> int:
 
 
 def cmd_eval_aligned(args) -> int:
-    """``omnishift eval-aligned FOLDER --benchmark B --out D``: WER (greedy, beam), S2T, listening gain."""
+    """``omnishift eval aligned FOLDER --benchmark B --out D``: WER (greedy, beam), S2T, listening gain."""
     from omnishift.align.assess import assess_aligned
     from omnishift.evaluate.qa import EvalSettings, load_benchmark
 
@@ -97,9 +97,10 @@ def _benchmark_args(s) -> None:
     s.add_argument("--audio-dir", help="where audio is synthesized when the benchmark has none")
 
 
-def register(sub) -> None:
-    """Register ``align-data``, ``align``, ``ls``, ``eval-aligned`` and ``eval-ctc``."""
-    s = sub.add_parser("align-data", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
+def register(commands) -> None:
+    """Register ``data align``, the ``align`` group (``run``, its bare form, and ``ls``), ``eval aligned``
+    and ``eval ctc``."""
+    s = commands.group("data").add_parser("align", help="build a resumable synthetic alignment set (eSpeak NG / SVOX Pico voices x effects, "
                                           "encoder states cached)")
     s.add_argument("--out", required=True, help="set folder (resumes a partial build with the same inputs)")
     s.add_argument("--n", type=positive_int, default=20000, help="clips")
@@ -122,8 +123,11 @@ def register(sub) -> None:
     s.add_argument("--margin", type=float, default=0.2, help="seconds kept after the clip (trim/clip)")
     s.set_defaults(func=cmd_align_data)
 
-    s = sub.add_parser("align", help="align the adaptor with encoder and LLM frozen: a named recipe (omnishift ls) "
-                                     "or one align config")
+    commands.alias("align-data", "data", "align")
+    align = commands.group("align", help="align the adaptor, encoder and LLM frozen: run a recipe (run), list them (ls)",
+                           default="run")
+    s = align.add_parser("run", help="run a named recipe (omnishift align ls) or one align config; "
+                                     "`omnishift align NAME` for short")
     s.add_argument("config", metavar="NAME|YAML",
                    help="a recipe name (cpu_listen), a recipe YAML (with phases:), or a single-run align YAML")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out_dir=runs/align/mine or "
@@ -132,10 +136,12 @@ def register(sub) -> None:
                                                          "(a recipe always resumes)")
     s.set_defaults(func=cmd_align)
 
-    s = sub.add_parser("ls", help="list the shipped recipes: what each makes and its measured time")
+    s = align.add_parser("ls", help="list the shipped recipes: what each makes and its measured time")
     s.set_defaults(func=cmd_ls)
+    commands.alias("ls", "align", "ls")
 
-    s = sub.add_parser("eval-aligned", help="what an aligned model hears and answers in one call: greedy and beam CTC "
+    ev = commands.group("eval")
+    s = ev.add_parser("aligned", help="what an aligned model hears and answers in one call: greedy and beam CTC "
                                             "WER, S2T accuracy and listening gain on a benchmark's recordings")
     s.add_argument("model", help="aligned speech-LLM folder (it says how it reads speech: omnishift align writes it)")
     _benchmark_args(s)
@@ -147,9 +153,11 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="folder: ctc_greedy/, ctc/, s2t/, listening.json, summary.json")
     s.set_defaults(func=cmd_eval_aligned)
 
-    s = sub.add_parser("eval-ctc", help="what an aligned adaptor hears: CTC transcripts (greedy, or beam search with the LLM) and WER on a benchmark")
+    commands.alias("eval-aligned", "eval", "aligned")
+    s = ev.add_parser("ctc", help="what an aligned adaptor hears: CTC transcripts (greedy, or beam search with the LLM) and WER on a benchmark")
     s.add_argument("model", help="speech-LLM folder with a CTC head")
     _benchmark_args(s)
     add_reading_args(s, speech_input=False)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_eval_ctc)
+    commands.alias("eval-ctc", "eval", "ctc")

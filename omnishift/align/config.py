@@ -7,7 +7,7 @@
     reading:     how the model reads speech while it is aligned, if not as its folder says
                  (``speech_input``, ``speech_options``, ``ctc_decoding``): e.g. ``{speech_input: ctc_soft,
                  ctc_decoding: null}`` trains the adaptor through the frozen LLM on the continuous path
-    data:        the alignment set (``omnishift align-data``), limit, held-out clips
+    data:        the alignment set (``omnishift data align``), limit, held-out clips
     objectives:  list of {name, weight, batch_size, limit, options}: losses of the registry
                  (:data:`omnishift.align.objectives.OBJECTIVES`), summed with their weights
     optim:       lr, weight_decay, warmup_ratio, max_grad_norm (AdamW + cosine, adaptor only)

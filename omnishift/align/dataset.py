@@ -344,7 +344,7 @@ def load_alignment_set(out: str | Path, limit: int | None = None) -> tuple[dict,
     """``(meta, items)``; each item is its record plus ``encoder_states`` ``(frames, C)`` (fp16)."""
     out = Path(out)
     if not (out / "meta.json").is_file():
-        raise FileNotFoundError(f"{out} is not an alignment set (no meta.json): build one with `omnishift align-data`")
+        raise FileNotFoundError(f"{out} is not an alignment set (no meta.json): build one with `omnishift data align`")
     meta = json.loads((out / "meta.json").read_text())
     items = []
     for f in sorted((out / "shards").glob("*.safetensors")):

@@ -48,7 +48,7 @@ class SetSpec:
         texts: parts of the shared texts spoken (``questions``, ``questions+responses``).
         source: a data source to speak instead of the shared texts (``builtin:...``, a manifest).
         lead_silence, trail_silence: up to this many seconds of silence before / after each clip.
-        minutes: its measured build time on 2 cores (the ETA and ``omnishift ls``).
+        minutes: its measured build time on 2 cores (the ETA and ``omnishift align ls``).
     """
 
     name: str
@@ -81,7 +81,7 @@ class PhaseSpec:
 
 @dataclass
 class RecipeConfig:
-    """A recipe (see the module docstring). ``makes`` and ``measured`` say, for ``omnishift ls``, what
+    """A recipe (see the module docstring). ``makes`` and ``measured`` say, for ``omnishift align ls``, what
     it gives and what was measured when it last ran from nothing."""
 
     out_dir: str

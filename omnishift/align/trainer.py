@@ -76,7 +76,7 @@ def check_set_matches(model, meta: dict, where: str) -> None:
     have = {k: meta["policy"].get(k) for k in want}
     if have != want:
         raise ValueError(f"{where}: alignment set was encoded with frame policy {have}, the model uses {want}; "
-                         "build a set with the model's policy (omnishift align-data --policy ...) or change model.*")
+                         "build a set with the model's policy (omnishift data align --policy ...) or change model.*")
     if meta.get("encoder_identity") != encoder_identity(model.encoder):
         raise ValueError(f"{where}: alignment set was encoded by another encoder ({meta.get('encoder')}); "
                          "rebuild it with this model's encoder")

@@ -1,4 +1,4 @@
-"""``omnishift synth`` (speak a JSONL manifest's prompts to 16 kHz WAVs with eSpeak NG) and
+"""``omnishift data synth`` (speak a JSONL manifest's prompts to 16 kHz WAVs with eSpeak NG) and
 ``omnishift data stage1`` (the paper's Stage-1 training manifest from the hub or local copies)."""
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ def cmd_data_stage1(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    s = sub.add_parser("synth", help="synthesize a JSONL manifest's prompts to 16 kHz WAVs (eSpeak NG)")
+def register(commands) -> None:
+    """Register the ``data`` group's ``synth`` and ``stage1`` (``data align`` is the align package's)."""
+    data = commands.group("data", help="build data: speak a manifest (synth), the paper's Stage-1 set (stage1), "
+                                       "a synthetic alignment set (align)")
+    s = data.add_parser("synth", help="synthesize a JSONL manifest's prompts to 16 kHz WAVs (eSpeak NG)")
     s.add_argument("input", help="JSONL with id and text fields")
     s.add_argument("out_dir", help="folder for wavs/ and manifest.jsonl")
     s.add_argument("--voice", default="en-us")
@@ -40,9 +43,8 @@ def register(sub) -> None:
 
     from omnishift.schema import positive_int
 
-    d = sub.add_parser("data", help="build training data: `data stage1` = the paper's Stage-1 manifest")
-    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    st = dsub.add_parser("stage1", help="first turns of VoiceAssistant-400K + Spoken-Alpaca-GPT4 -> manifest, "
+    commands.alias("synth", "data", "synth")
+    st = data.add_parser("stage1", help="first turns of VoiceAssistant-400K + Spoken-Alpaca-GPT4 -> manifest, "
                                         "16 kHz WAVs and a seeded held-out test set")
     st.add_argument("--out", required=True, help="output folder (configs/paper/* read runs/data/stage1)")
     st.add_argument("--sources", nargs="+", metavar="NAME=HUB_ID_OR_PATH",

@@ -140,7 +140,7 @@ def load_examples_audio(examples: Iterable[Example], on_error: str = "raise",
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     for ex in examples:
         if not ex.audio:
-            err = AudioError(f"item {ex.id!r}: no audio path; synthesize it with `omnishift synth`")
+            err = AudioError(f"item {ex.id!r}: no audio path; synthesize it with `omnishift data synth`")
         else:
             try:
                 yield ex, load_audio(ex.audio, item=ex.id)

@@ -46,7 +46,7 @@ def load_llama_questions(data_dir: str | Path | None = None, limit: int | None =
 
 
 def load_web_questions(split: str = "test", data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
-    """Web Questions (text only here; S2T audio is synthesized with ``omnishift synth``)."""
+    """Web Questions (text only here; S2T audio is synthesized with ``omnishift data synth``)."""
     path = Path(data_dir or shared_data_dir()) / "web_questions" / f"{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; splits are 'test' and 'train'")

@@ -126,7 +126,7 @@ def rank_table(out: str | Path) -> tuple[Table, str]:
         if "accuracy" not in s:
             continue
         if "lora_r" not in s:
-            raise ValueError(f"{f}: no lora_r recorded; re-run `omnishift ablate-rank` into the same folder")
+            raise ValueError(f"{f}: no lora_r recorded; re-run `omnishift eval ablate-rank` into the same folder")
         col = (benchmark_key(s["benchmark"]), s["mode"])
         cells[(f"r={s['lora_r']}", *col)] = s
         ranks.add(int(s["lora_r"]))

@@ -1,9 +1,10 @@
-"""Command line of the spoken-QA evaluation: ``eval``, ``eval-table`` and ``ablate-rank``.
+"""Command line of the spoken-QA evaluation: the ``eval`` group's ``qa``, ``table``, ``ablate-rank``.
 
-``omnishift eval MODEL`` evaluates one model (``base``, ``cascade`` or a speech-LLM folder) on
-one benchmark; ``omnishift eval-table`` puts several evaluated models side by side (Table 2);
-``omnishift ablate-rank`` trains and evaluates LoRA at several ranks (Table 3). Separate commands
-keep ``omnishift eval MODEL ...`` unambiguous (no model is ever mistaken for a sub-command).
+``omnishift eval qa MODEL`` (short: ``omnishift eval MODEL``) evaluates one model (``base``,
+``cascade`` or a speech-LLM folder) on one benchmark; ``omnishift eval table`` puts several
+evaluated models side by side (Table 2); ``omnishift eval ablate-rank`` trains and evaluates LoRA at
+several ranks (Table 3). The short form reads its first word as a sub-command when it names one, so a
+model folder called like one (``table``) is written as a path (``./table``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_eval_table(args) -> int:
-    """``omnishift eval-table``: summaries of several runs -> Markdown + CSV table."""
+    """``omnishift eval table``: summaries of several runs -> Markdown + CSV table."""
     from omnishift.evaluate.table import write_table
 
     md, csv_path = write_table(args.runs, args.out, title=args.title)
@@ -86,7 +87,7 @@ def cmd_eval_table(args) -> int:
 
 
 def cmd_ablate_rank(args) -> int:
-    """``omnishift ablate-rank``: LoRA at each rank, trained and evaluated, as Table 3."""
+    """``omnishift eval ablate-rank``: LoRA at each rank, trained and evaluated, as Table 3."""
     from omnishift.evaluate.ablation import ablate_rank
 
     md, _ = ablate_rank(args.config, args.ranks, args.benchmark, args.out, overrides=args.overrides,
@@ -115,9 +116,10 @@ def cmd_ask(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    """Register ``ask``, ``eval``, ``eval-table``, ``ablate-rank`` and ``eval-listening``."""
-    s = sub.add_parser("ask", help="answer one question from text or from a WAV file")
+def register(commands) -> None:
+    """Register ``ask`` and the ``eval`` group's ``qa`` (its bare form), ``table``, ``ablate-rank`` and
+    ``listening``."""
+    s = commands.add_parser("ask", help="answer one question from text or from a WAV file")
     s.add_argument("--text", help="question as text")
     s.add_argument("--audio", help="question as an audio file")
     s.add_argument("--model", help="speech-LLM folder (default: base models, untrained adaptor)")
@@ -126,7 +128,10 @@ def register(sub) -> None:
     s.add_argument("--max-new-tokens", type=positive_int, default=64)
     s.set_defaults(func=cmd_ask)
 
-    s = sub.add_parser("eval", help="spoken-QA accuracy from text (T2T) and speech (S2T)")
+    ev = commands.group("eval", help="measure: spoken-QA accuracy (qa), Table 2 (table), Table 3 (ablate-rank), "
+                                     "listening gain (listening), an aligned folder (aligned), CTC transcripts (ctc)",
+                        default="qa")
+    s = ev.add_parser("qa", help="spoken-QA accuracy from text (T2T) and speech (S2T); `omnishift eval MODEL` for short")
     s.add_argument("model", help="'base' (default models), 'cascade' (Whisper ASR -> base LLM, S2T) "
                                  "or a speech-LLM folder")
     s.add_argument("--benchmark", required=True, help="llama_questions, web_questions, or a manifest")
@@ -138,14 +143,15 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="output folder (per-mode items.jsonl + summary.json)")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("eval-table", help="side-by-side accuracy table (Table 2) from evaluated runs")
+    s = ev.add_parser("table", help="side-by-side accuracy table (Table 2) from evaluated runs")
     s.add_argument("runs", nargs="+", metavar="[NAME=]RUN_DIR",
                    help="one row per run folder (summary.json files under it); NAME defaults to the evaluated model")
     s.add_argument("--out", required=True, help="Markdown file; a .csv is written beside it")
     s.add_argument("--title", default="Model", help="header of the row-name column")
     s.set_defaults(func=cmd_eval_table)
 
-    s = sub.add_parser("ablate-rank", help="LoRA rank ablation (Table 3): train + evaluate per rank")
+    commands.alias("eval-table", "eval", "table")
+    s = ev.add_parser("ablate-rank", help="LoRA rank ablation (Table 3): train + evaluate per rank")
     s.add_argument("config", help="training YAML, e.g. configs/default/lora.yaml")
     s.add_argument("overrides", nargs="*", help="key=value training overrides, e.g. loop.max_steps=50")
     s.add_argument("--ranks", type=int, nargs="+", default=[8, 16, 24])
@@ -157,4 +163,6 @@ def register(sub) -> None:
 
     from omnishift.evaluate.listening import add_parser as add_listening  # its parser lives beside its code
 
-    add_listening(sub)
+    commands.alias("ablate-rank", "eval", "ablate-rank")
+    add_listening(ev)
+    commands.alias("eval-listening", "eval", "listening")

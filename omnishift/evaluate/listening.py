@@ -46,7 +46,7 @@ def listening_check(model, text_items: list[dict], speech_items: list[dict], bat
 
 
 def cmd_listening(args) -> int:
-    """``omnishift eval-listening MODEL --data SPEC``: the check above, as JSON."""
+    """``omnishift eval listening MODEL --data SPEC``: the check above, as JSON."""
     from omnishift.data.items import build_items
     from omnishift.models.speech_llm import load_speech_llm
     from omnishift.paths import atomic_write_text
@@ -70,7 +70,7 @@ def cmd_listening(args) -> int:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("eval-listening", help="does a speech LLM use the speech? response PPL with the item's own "
+    s = sub.add_parser("listening", help="does a speech LLM use the speech? response PPL with the item's own "
                                               "clip vs another item's clip (and from text)")
     s.add_argument("model", help="'base' or a speech-LLM folder")
     s.add_argument("--data", required=True, help="prompt/response source with audio, e.g. a training manifest")

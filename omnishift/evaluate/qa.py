@@ -104,7 +104,7 @@ def build_eval_items(examples, mode: str, prompt: str = "instruction") -> list[d
             item["prompt"] = t2t_prompt(e.text) if prompt == "instruction" else e.text
         else:
             if not e.audio:
-                raise ValueError(f"item {e.id!r} has no audio for S2T: synthesize it with `omnishift synth`")
+                raise ValueError(f"item {e.id!r} has no audio for S2T: synthesize it with `omnishift data synth`")
             item["prompt"], item["audio"] = s2t_prompt(), load_audio(e.audio, item=e.id)
             if is_silent(item["audio"]):
                 item["extra"] = {**item.get("extra", {}), "silent_audio": True}  # recorded and counted

@@ -16,9 +16,8 @@ from pathlib import Path
 from omnishift.schema import parse_labelled, positive_int
 
 
-def register(sub) -> None:
-    p = sub.add_parser("importance", help="parameter-importance analysis (paper Sec. 2)")
-    isub = p.add_subparsers(dest="importance_command", required=True, metavar="ACTION")
+def register(commands) -> None:
+    isub = commands.group("importance", help="parameter-importance analysis (paper Sec. 2)")
 
     c = isub.add_parser("compute", help="Taylor importance |dL/dθ·θ| of every LLM parameter")
     c.add_argument("--model", help="speech-LLM folder (default: base models)")

@@ -22,6 +22,9 @@ Readings (``speech_input`` of a model folder):
 * ``ctc_soft``: per greedy CTC segment, the mean over its frames of ``softmax(token logits / T)``
   times the token table (posterior-weighted embeddings: LegoSLM, arXiv 2505.11352; FBK's "weighted"
   shrink adapter). Blank-won frames are dropped (CJST, 2411.07607). Continuous, with gradient.
+* ``ctc_soft_beam``: ``ctc_soft`` over the frames a CTC forced alignment gives each token of the
+  beam transcript (``ctc_decoding``), so the slots are the beam search's words (its LLM prior
+  included) and their vectors the adaptor's posteriors, with gradient.
 * ``ctc_peak``: per greedy CTC segment, the mean adaptor output over its frames (WeSR's speech LLM;
   Wav2Prompt, 2406.00522): the adaptor's own vectors, with gradient.
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 
 
@@ -94,6 +98,46 @@ def greedy_segments(logp: torch.Tensor) -> SpeechPlan:
     return SpeechPlan(cls[keep] - 1, spans)
 
 
+def forced_spans(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The frames each token of ``tokens (n,)`` occupies on the best CTC path that emits exactly
+    ``tokens`` over ``logp (T, 1 + V)`` (Viterbi over the usual blank-interleaved states).
+
+    Why: a beam search with an LM picks tokens, not frames; pooling a token's posteriors needs the
+    frames that say it. Returns ``(n, 2)`` [start, end) spans; raises if no CTC path emits them.
+    """
+    n, t = len(tokens), logp.shape[0]
+    if n == 0:
+        return torch.zeros(0, 2, dtype=torch.long)
+    labels = np.zeros(2 * n + 1, dtype=np.int64)
+    labels[1::2] = tokens.numpy() + 1  # 2n+1 states: blank, y1, blank, y2, ..., blank
+    emit = logp[:, torch.from_numpy(labels)].double().numpy()  # T, 2n+1
+    skip = np.zeros(2 * n + 1, dtype=bool)  # a token state may be entered from the token before ...
+    skip[3::2] = labels[3::2] != labels[1:-2:2]  # ... over the blank, unless the two are the same
+    score = np.full(2 * n + 1, -np.inf)
+    score[:2] = emit[0, :2]
+    back = np.zeros((t, 2 * n + 1), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
+    for f in range(1, t):
+        one = np.concatenate([[-np.inf], score[:-1]])
+        two = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
+        cand = np.stack([score, one, two])  # 3, 2n+1
+        back[f] = cand.argmax(0)
+        score = cand.max(0) + emit[f]
+    s = 2 * n if score[2 * n] >= score[2 * n - 1] else 2 * n - 1
+    if not np.isfinite(score[s]):
+        raise ValueError(f"no CTC path over {t} frames emits these {n} tokens: the tokens were not "
+                         "decoded from these log-probabilities (a stale token cache?)")
+    state = np.empty(t, dtype=np.int64)
+    for f in range(t - 1, -1, -1):  # follow the back-pointers from the last frame
+        state[f] = s
+        s -= back[f, s]
+    spans = np.zeros((n, 2), dtype=np.int64)
+    frames = np.nonzero(state % 2 == 1)[0]  # frames on a token state
+    which = (state[frames] - 1) // 2  # the token each one says
+    spans[:, 0] = [frames[which == i].min() for i in range(n)]
+    spans[:, 1] = [frames[which == i].max() + 1 for i in range(n)]
+    return torch.from_numpy(spans)
+
+
 def _states(batch: dict, model) -> torch.Tensor:
     """The batch's encoder states ``(N, frames, C)``, encoded here when it carries log-mels."""
     if "encoder_states" in batch:
@@ -140,6 +184,13 @@ def plan_greedy(model, states: torch.Tensor) -> SpeechPlan:
     return greedy_segments(next(model.ctc_log_probs([states])))
 
 
+def plan_aligned(model, states: torch.Tensor) -> SpeechPlan:
+    """The CTC reading's tokens (beam or greedy, as :func:`plan_tokens`) with the frames a forced
+    alignment gives each."""
+    tokens = plan_tokens(model, states).tokens
+    return SpeechPlan(tokens, forced_spans(next(model.ctc_log_probs([states])), tokens))
+
+
 def fill_top1(model, batch: dict) -> torch.Tensor:
     """The planned tokens' rows of the LLM's own table, detached: ``(S, H)``."""
     return model.llm.get_input_embeddings().weight[batch["speech_tokens"]].detach()
@@ -173,6 +224,8 @@ SPEECH_INPUTS: dict[str, SpeechInput] = {
                             "CTC transcript tokens as token rows (cascade in the model)"),
     "ctc_soft": SpeechInput(plan_greedy, fill_soft, True, False, True, SoftOptions,
                             "posterior-weighted token rows per CTC segment"),
+    "ctc_soft_beam": SpeechInput(plan_aligned, fill_soft, True, True, True, SoftOptions,
+                                 "posterior-weighted token rows per forced-aligned beam token"),
     "ctc_peak": SpeechInput(plan_greedy, fill_peak, True, False, True, NoOptions,
                             "adaptor outputs per CTC segment"),
 }

@@ -86,9 +86,9 @@ def cmd_demo_quick(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(commands) -> None:
     """Register ``run`` and ``demo``."""
-    s = sub.add_parser("run", help="run an experiment (all stages, resumable): data, importance, training, "
+    s = commands.add_parser("run", help="run an experiment (all stages, resumable): data, importance, training, "
                                    "analysis, evaluation, report")
     s.add_argument("experiment", help="experiment YAML, e.g. configs/experiments/cpu_repro.yaml (or builtin:demo.yaml)")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. evaluate.batch_size=8 name=try2")
@@ -101,7 +101,7 @@ def register(sub) -> None:
                    "the stage")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("demo", help="the whole pipeline at toy scale on the default models and built-in data "
+    s = commands.add_parser("demo", help="the whole pipeline at toy scale on the default models and built-in data "
                                     "(about 4 min on 2 CPU cores, see README); prints the report's path")
     s.add_argument("overrides", nargs="*", help="key=value overrides of the demo experiment (builtin:demo.yaml)")
     s.add_argument("--out-root", default="runs", help="parent of the run folder (default: runs -> runs/demo)")

@@ -102,7 +102,7 @@ class DeactivationSection:
 @dataclass
 class AlignSection:
     """Args:
-        recipe: the alignment recipe run before Stage 1 (a name of ``omnishift ls``, a recipe YAML
+        recipe: the alignment recipe run before Stage 1 (a name of ``omnishift align ls``, a recipe YAML
             or ``builtin:...``); None skips the stage (methods then start from a fresh adaptor, as in
             the paper). It runs through the same code as ``omnishift align NAME``, into the run's
             ``align/`` folder, on the experiment's ``model``.

@@ -12,16 +12,16 @@ def cmd_plot_loss(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(commands) -> None:
     """Register ``plot-loss`` and ``report``."""
-    s = sub.add_parser("plot-loss", help="training-loss curves of several `omnishift train` runs (PNG)")
+    s = commands.add_parser("plot-loss", help="training-loss curves of several `omnishift train` runs (PNG)")
     s.add_argument("runs", nargs="+", help="LABEL=RUN_DIR or RUN_DIR (the train out_dir with log.jsonl)")
     s.add_argument("--out", required=True, help="PNG path")
     s.add_argument("--window", type=int, default=10, help="moving-average window in steps")
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_plot_loss)
 
-    s = sub.add_parser("report", help="rebuild runs/NAME/report.html and report.md from an `omnishift run` folder")
+    s = commands.add_parser("report", help="rebuild runs/NAME/report.html and report.md from an `omnishift run` folder")
     s.add_argument("run_dir", help="the run folder, e.g. runs/demo")
     s.add_argument("--title", default="", help="report title (default: the experiment's)")
     s.set_defaults(func=cmd_report)

@@ -20,10 +20,10 @@ def cmd_train(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(commands) -> None:
     from omnishift.train.methods import METHODS
 
-    s = sub.add_parser("train", help=f"Stage-1 speech training ({', '.join(METHODS)})")
+    s = commands.add_parser("train", help=f"Stage-1 speech training ({', '.join(METHODS)})")
     s.add_argument("config", help="YAML config, e.g. configs/default/lora.yaml")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 loop.max_steps=10")
     s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")

@@ -7,7 +7,9 @@ import torch
 
 from omnishift.models.adaptor import ctc_logits
 from omnishift.models.processor import s2t_prompt
-from omnishift.models.speech_inputs import SPEECH_INPUTS, greedy_segments
+import itertools
+
+from omnishift.models.speech_inputs import SPEECH_INPUTS, forced_spans, greedy_segments
 from tiny_models import make_tiny_speech_llm, tone
 
 
@@ -24,6 +26,43 @@ def test_greedy_segments_by_hand():
     assert plan.spans.tolist() == [[1, 3], [4, 7], [7, 8]]
     empty = greedy_segments(_logp([0, 0, 0]))
     assert empty.tokens.numel() == 0 and empty.spans.shape == (0, 2)
+
+
+def _collapse(path) -> list[int]:
+    return [c for i, c in enumerate(path) if c != 0 and (i == 0 or c != path[i - 1])]
+
+
+def _best_path_by_enumeration(logp: torch.Tensor, classes: list[int]) -> list[int]:
+    """The most likely frame path (over every path of T frames) that collapses to ``classes``."""
+    t, c = logp.shape
+    paths = [p for p in itertools.product(range(c), repeat=t) if _collapse(p) == classes]
+    return list(max(paths, key=lambda p: float(logp[torch.arange(t), torch.tensor(p)].sum())))
+
+
+def test_forced_spans_follow_the_best_path_that_emits_the_tokens():
+    gen = torch.Generator().manual_seed(0)
+    for tokens in ([1], [1, 2], [1, 1], [2, 0, 2]):
+        logp = torch.randn(6, 4, generator=gen).mul(2).log_softmax(-1)  # 6 frames, blank + 3 tokens
+        path = _best_path_by_enumeration(logp, [t + 1 for t in tokens])
+        want, i = [], 0
+        for f, cls in enumerate(path):  # spans of the token states along the path
+            if cls != 0 and (f == 0 or cls != path[f - 1] or path[f - 1] == 0):
+                want.append([f, f + 1])
+            elif cls != 0:
+                want[-1][1] = f + 1
+        assert forced_spans(logp, torch.tensor(tokens)).tolist() == want, (tokens, path)
+
+
+def test_forced_spans_of_the_greedy_tokens_are_the_greedy_segments():
+    logp = _logp([0, 3, 3, 0, 5, 5, 5, 3, 0, 0])
+    plan = greedy_segments(logp)
+    assert forced_spans(logp, plan.tokens).tolist() == plan.spans.tolist()
+    # a token the argmax never says still gets the frames where it is most likely
+    spans = forced_spans(logp, torch.tensor([2, 6, 4, 2]))
+    assert spans.shape == (4, 2) and bool((spans[:, 1] > spans[:, 0]).all())
+    assert bool((spans[1:, 0] >= spans[:-1, 1]).all())  # in order, not overlapping
+    with pytest.raises(ValueError, match="no CTC path"):
+        forced_spans(logp[:2], torch.tensor([1, 1, 1]))  # 3 tokens (2 repeats) need 5 frames
 
 
 def _model(tok, reading: str, **opts):
@@ -83,7 +122,7 @@ def test_batched_slots_equal_one_clip_at_a_time(tiny_tokenizer, name):
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ctc_soft", "ctc_peak", "ctc_top1"])
+@pytest.mark.parametrize("name", ["ctc_soft", "ctc_peak", "ctc_top1", "ctc_soft_beam"])
 def test_the_llm_loss_reaches_the_adaptor_only_through_a_differentiable_reading(tiny_tokenizer, name):
     m = _model(tiny_tokenizer, name)
     m.train()
@@ -92,6 +131,22 @@ def test_the_llm_loss_reaches_the_adaptor_only_through_a_differentiable_reading(
     grads = {n: p.grad for n, p in m.adaptor.named_parameters() if n in ("linear1.weight", "linear2.weight")}
     moved = all(g is not None and float(g.abs().sum()) > 0 for g in grads.values())
     assert moved == SPEECH_INPUTS[name].differentiable
+
+
+def test_soft_beam_pools_the_forced_aligned_frames_of_the_beam_tokens(tiny_tokenizer):
+    m = make_tiny_speech_llm(tiny_tokenizer, adaptor_norm=True, ctc_head=True, frame_policy="clip",
+                             speech_input="ctc_soft_beam", ctc_decoding={"beam": 3, "lm_weight": 0.5})
+    with torch.no_grad():  # the blank never wins, so every clip has segments
+        m.adaptor.ctc_blank.zero_()
+        m.adaptor.ctc_blank[-1] = -1e4
+    clip = tone(1.1, seed=4)
+    states, emb, logits = _frame_outputs(m, clip)
+    tokens = torch.tensor(m.clip_tokens([states])[0])
+    spans = forced_spans(logits.log_softmax(-1), tokens)
+    rows = m.llm.get_input_embeddings().weight
+    want = torch.stack([logits[s:e, 1:].softmax(-1).mean(0) @ rows for s, e in spans.tolist()])
+    torch.testing.assert_close(m.speech_vectors(states), want, rtol=1e-4, atol=1e-5)
+    assert m.speech_plan(states)[1].tokens.tolist() == tokens.tolist()
 
 
 def test_beam_settings_need_a_token_reading(tiny_tokenizer):
