@@ -166,3 +166,6 @@ def register(commands) -> None:
     commands.alias("ablate-rank", "eval", "ablate-rank")
     add_listening(ev)
     commands.alias("eval-listening", "eval", "listening")
+    from omnishift.evaluate.drift import add_parser as add_drift
+
+    add_drift(ev)

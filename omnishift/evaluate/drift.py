@@ -1,0 +1,194 @@
+"""How far a fine-tuned model's text behaviour has moved from the base model's, measured finely.
+
+Why: QA accuracy on a few hundred questions moves in steps of 1/n and has a ±5-point interval, so a
+Stage 1 that shifts every answer a little looks like no change at all. Scoring the *base model's own
+greedy answers* teacher-forced under the fine-tuned model sees small shifts, and needs no labels:
+
+* ``kl``: KL(base ‖ model) per response token, exact over the whole vocabulary (forward KL to the base
+  predicts forgetting: "RL's Razor", arXiv 2509.04259);
+* ``dnll``: the NLL of those answers under the model minus under the base (nats per token; > 0: the
+  model finds the base model's answers less likely);
+* ``flip_rate``: the share of prompts whose greedy answer is no longer the base's (needs the
+  model's answers; "LoRA Learns Less and Forgets Less", 2405.09673, tracks the same kind of curve).
+
+Each is a mean over prompts of a per-prompt value, with a percentile bootstrap interval over prompts
+(:func:`~omnishift.evaluate.scoring.bootstrap_ci`), so two models measured on the same prompts can be
+compared pairwise (:func:`~omnishift.evaluate.scoring.paired_bootstrap_ci` on ``per_item``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnishift.evaluate.scoring import bootstrap_ci, normalize
+from omnishift.fingerprint import fingerprint
+from omnishift.models.processor import IGNORE_INDEX
+
+#: Fields of a per-prompt record that :func:`summarize` averages.
+MEASURES = ("kl", "dnll", "flip")
+ANSWERS = "answers.jsonl"
+
+
+def greedy_answers(model, prompts: list[str], max_new_tokens: int = 64, slots: int = 16) -> list[str]:
+    """``model``'s greedy answer to each text prompt (a user turn, e.g. :func:`t2t_prompt` of a question),
+    in order (continuous batching)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths decode together
+    items = [{"prompt": prompts[i]} for i in order]
+    out = [""] * len(prompts)
+    for (j, answer) in model.generate_stream(items, slots=slots, max_new_tokens=max_new_tokens):
+        out[order[j]] = answer
+    return out
+
+
+def _response_positions(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the logits predict a response token: ``(B, L-1)`` mask and the tokens ``(B, L-1)``."""
+    labels = batch["labels"][:, 1:]  # B, L -> B, L-1 (position t predicts token t + 1)
+    return labels != IGNORE_INDEX, labels
+
+
+@torch.no_grad()
+def teacher_forced(model, base, prompts: list[str], answers: list[str], batch_size: int = 8) -> list[dict]:
+    """Per prompt: KL(base ‖ model) and ΔNLL per token of the base answer, and its token count.
+
+    Args:
+        model, base: :class:`~omnishift.models.speech_llm.SpeechLLM` s sharing a tokenizer.
+        prompts, answers: the user turns as text and the base model's answers to them.
+
+    Returns:
+        One ``{"kl", "dnll", "tokens"}`` per prompt; a prompt whose answer is empty gets ``tokens`` 0
+        and no measures (:func:`summarize` counts it as skipped).
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        items = [{"prompt": p, "response": a} for p, a in zip(prompts[s:s + batch_size],
+                                                                           answers[s:s + batch_size])]
+        batch = model.processor(items, padding_side="right")
+        mask, target = _response_positions(batch)
+        labels = batch.pop("labels")
+        lp_m = model(batch).logits[:, :-1].float().log_softmax(-1)  # B, L-1, V
+        lp_b = base(batch).logits[:, :-1].float().log_softmax(-1)  # B, L-1, V
+        batch["labels"] = labels
+        kl = (lp_b.exp() * (lp_b - lp_m)).sum(-1)  # B, L-1
+        safe = target.clamp_min(0)[..., None]  # B, L-1, 1 (ignored positions read token 0)
+        dnll = (lp_b.gather(-1, safe) - lp_m.gather(-1, safe))[..., 0]  # B, L-1
+        for row in range(len(items)):
+            n = int(mask[row].sum())
+            out.append({"tokens": n} if n == 0 else {
+                "tokens": n, "kl": float(kl[row][mask[row]].mean()), "dnll": float(dnll[row][mask[row]].mean())})
+    return out
+
+
+def flips(model_answers: list[str], base_answers: list[str]) -> list[float]:
+    """1.0 where the model's answer differs from the base's, else 0.0; compared as the QA scorer reads them
+    (:func:`normalize`: case, punctuation, number words), articles kept."""
+    if len(model_answers) != len(base_answers):
+        raise ValueError(f"{len(model_answers)} model answers but {len(base_answers)} base answers")
+    return [float(normalize(a, keep_articles=True) != normalize(b, keep_articles=True))
+            for a, b in zip(model_answers, base_answers)]
+
+
+def summarize(per_item: list[dict]) -> dict:
+    """Mean and 95 % bootstrap interval over prompts of each measure in ``per_item``."""
+    out = {"n": len(per_item)}
+    for m in MEASURES:
+        v = [r[m] for r in per_item if m in r]
+        if v:
+            lo, hi = bootstrap_ci(v)
+            out[m], out[f"{m}_ci95"] = float(np.mean(v)), [lo, hi]
+    empty = sum(1 for r in per_item if r.get("tokens") == 0)
+    if empty:
+        out["skipped_empty_answers"] = empty
+    return out
+
+
+def drift(model, base, prompts: list[str], base_answers: list[str], flip: bool = True,
+          max_new_tokens: int = 64, batch_size: int = 8) -> tuple[dict, list[dict]]:
+    """All three measures of ``model`` against ``base`` on ``prompts``: ``(summary, per_item)``.
+
+    Args:
+        base_answers: ``base``'s greedy answers (:func:`greedy_answers`), computed once and reused
+            for every model and every point of a forgetting curve.
+        flip: also generate the model's answers (the expensive part) for the flip rate.
+    """
+    per_item = teacher_forced(model, base, prompts, base_answers, batch_size)
+    if flip:
+        answers = greedy_answers(model, prompts, max_new_tokens)
+        for r, f, a in zip(per_item, flips(answers, base_answers), answers):
+            r["flip"], r["answer"] = f, a
+    return summarize(per_item), per_item
+
+
+def base_answers_unit(base, prompts: list[str], folder: str | Path, max_new_tokens: int = 64) -> list[str]:
+    """The base model's greedy answers to ``prompts``, computed once into ``folder/answers.jsonl`` and
+    reused only while the base model, the prompts and the answer length are the same."""
+    from omnishift.fingerprint import model_identity
+    from omnishift.paths import atomic_write_text
+    from omnishift.reuse import reuse_unit
+
+    folder = Path(folder)
+    inputs = {"base": model_identity(base), "prompts": fingerprint({"prompts": prompts}),
+              "max_new_tokens": max_new_tokens}
+    if not reuse_unit(folder, inputs, what="base answers", redo=False, complete=lambda d: (d / ANSWERS).is_file(),
+                      fix="use a new folder for another base model or prompt set (or delete this one)"):
+        answers = greedy_answers(base, prompts, max_new_tokens)
+        atomic_write_text(folder / ANSWERS, "".join(json.dumps({"prompt": p, "answer": a}) + "\n"
+                                                    for p, a in zip(prompts, answers)))
+    return [json.loads(x)["answer"] for x in (folder / ANSWERS).read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def drift_prompts(data: str | None, benchmark: str | None, limit: int | None) -> list[str]:
+    """Text prompts to measure drift on: a data source's instructions (as the T2T training prompt
+    puts them) or a benchmark's questions (as T2T evaluation asks them)."""
+    if bool(data) == bool(benchmark):
+        raise ValueError("give exactly one of --data (held-out instructions) and --benchmark (its questions as text)")
+    if data:
+        from omnishift.data.items import build_items
+
+        items, _ = build_items(data, "text", limit=limit)
+        return [it["prompt"] for it in items]
+    from omnishift.evaluate.qa import build_eval_items, load_benchmark
+
+    return [it["prompt"] for it in build_eval_items(load_benchmark(benchmark, limit=limit), "t2t")]
+
+
+def cmd_drift(args) -> int:
+    """``omnishift eval drift MODEL``: drift of a model from the base on held-out text, as JSON."""
+    from omnishift.models.speech_llm import load_speech_llm
+    from omnishift.paths import atomic_write_text, ensure_writable_dir
+
+    out = ensure_writable_dir(args.out)
+    prompts = drift_prompts(args.data, args.benchmark, args.limit)
+    base = load_speech_llm(None if args.base in (None, "base") else args.base).eval()
+    answers = base_answers_unit(base, prompts, out / "base", args.max_new_tokens)
+    model = load_speech_llm(None if args.model == "base" else args.model).eval()
+    summary, per_item = drift(model, base, prompts, answers, flip=args.flip, max_new_tokens=args.max_new_tokens,
+                              batch_size=args.batch_size)
+    summary = {"model": args.model, "base": args.base or "base", "data": args.data, "benchmark": args.benchmark,
+               "max_new_tokens": args.max_new_tokens, **summary}
+    atomic_write_text(out / "items.jsonl", "".join(json.dumps(r) + "\n" for r in per_item))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_ci95")}))
+    return 0
+
+
+def add_parser(sub) -> None:
+    from omnishift.schema import positive_int
+
+    s = sub.add_parser("drift", help="how far a model's text answers moved from the base's: KL(base||model) and "
+                                     "dNLL of the base's own answers, flip rate, bootstrap CIs")
+    s.add_argument("model", help="a speech-LLM folder (a Stage-1 model), or 'base'")
+    s.add_argument("--base", help="the folder it started from (default: the base models)")
+    s.add_argument("--data", help="held-out instructions (a source spec or manifest no stage trains on)")
+    s.add_argument("--benchmark", help="or a benchmark's questions, as text (llama_questions)")
+    s.add_argument("--limit", type=positive_int, default=200, help="prompts")
+    s.add_argument("--max-new-tokens", type=positive_int, default=64, help="length of the base's answers")
+    s.add_argument("--no-flip", dest="flip", action="store_false", help="skip the model's own answers (flip rate)")
+    s.add_argument("--batch-size", type=positive_int, default=8)
+    s.add_argument("--out", required=True, help="folder: base/answers.jsonl (reused), items.jsonl, summary.json")
+    s.set_defaults(func=cmd_drift)
