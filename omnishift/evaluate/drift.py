@@ -192,3 +192,25 @@ def add_parser(sub) -> None:
     s.add_argument("--batch-size", type=positive_int, default=8)
     s.add_argument("--out", required=True, help="folder: base/answers.jsonl (reused), items.jsonl, summary.json")
     s.set_defaults(func=cmd_drift)
+
+
+class DriftProbe:
+    """Drift from the model training started from, at points of training: a forgetting curve
+    (``omnishift.train.trainer.train(probe=...)`` calls it at step 0, every ``every`` steps and at
+    the end). Teacher-forced KL and ΔNLL cost two forward passes over the prompts; the flip rate
+    also generates the model's answers.
+
+    Args:
+        base: the starting model (frozen copy; only its LLM is used, on text).
+        prompts, base_answers: held-out text prompts and ``base``'s answers (:func:`base_answers_unit`).
+    """
+
+    def __init__(self, base, prompts: list[str], base_answers: list[str], every: int, flip: bool = True,
+                 max_new_tokens: int = 32, batch_size: int = 8):
+        self.base, self.prompts, self.answers = base.eval().requires_grad_(False), prompts, base_answers
+        self.every, self.flip, self.max_new_tokens, self.batch_size = every, flip, max_new_tokens, batch_size
+
+    def __call__(self, model, step: int) -> dict:
+        summary, per_item = drift(model, self.base, self.prompts, self.answers, flip=self.flip,
+                                  max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        return {**summary, "per_item": {m: [r.get(m) for r in per_item] for m in MEASURES}}

@@ -10,6 +10,8 @@ it needs to, as LoRA does), and returns the optimizer parameter groups as :class
 * ``layer_lr`` (Layer-LR, paper 3.1.1): as full, decoder layer i at lr·coef(i) from an eq. 3 JSON.
 * ``lora`` (LoRA, paper 3.1.2): adaptor + LoRA on q/k/v/o/gate/up/down_proj; base weights frozen.
 * ``frozen``: adaptor only; the LLM stays the base model.
+* ``text_control``: as full, on the same instructions given as *text* (no adaptor in the path), so
+  T2T(text control) - T2T(speech method) is what speech, not instruction tuning, did to the LLM.
 * ``region_freeze``: as full, but the top ``fraction`` text-important entries stay bitwise fixed
   (:mod:`.region_freeze`).
 
@@ -53,6 +55,7 @@ class Method(NamedTuple):
             ``text_scores`` (that importance's score folder).
         changes_llm: False when the LLM stays the base model (nothing to draw in Fig. 4).
         full_llm: every LLM parameter trains at the base LR (Full-FT: the model of the paper's Fig. 2).
+        modality: what the instructions are given as, if not ``data.modality`` (the text control: text).
     """
 
     setup: Callable[[Any, Any], list[ParamGroup]]
@@ -61,11 +64,18 @@ class Method(NamedTuple):
     inputs: dict = {}
     changes_llm: bool = True
     full_llm: bool = False
+    modality: str | None = None
 
 
 def setup_frozen(model, options: NoOptions) -> list[ParamGroup]:
     """Adaptor only: the LLM stays exactly the base model."""
     return [adaptor_group(model)]
+
+
+def setup_text_control(model, options: NoOptions) -> list[ParamGroup]:
+    """Every LLM parameter, as Full-FT; no adaptor group, since text instructions never reach it."""
+    model.llm.requires_grad_(True)
+    return [ParamGroup("llm", list(model.llm.parameters()))]
 
 
 @dataclass
@@ -169,5 +179,6 @@ METHODS: dict[str, Method] = {
     "layer_lr": Method(setup_layer_lr, LayerLROptions, "Layer-LR", inputs={"coefficients": "layer_lr_coefficients"}),
     "lora": Method(setup_lora, LoraOptions, "LoRA"),
     "frozen": Method(setup_frozen, NoOptions, "Frozen LLM", changes_llm=False),
+    "text_control": Method(setup_text_control, NoOptions, "Text control", modality="text"),
     "region_freeze": Method(region_freeze.setup, region_freeze.Options, "Region-freeze", inputs={"scores": "text_scores"}),
 }

@@ -53,6 +53,7 @@ from omnishift.train.tensorboard_log import TB_DIR, TensorBoardLog
 log = logging.getLogger(__name__)
 
 # keys a resumed run may change without changing what it computes
+PROBES = "probes"  # forgetting-curve points of a run (``train(probe=...)``)
 _RESUME_MAY_DIFFER = {("checkpoint",), ("loop", "log_every"), ("loop", "progress"), ("out_dir",)}
 
 
@@ -100,7 +101,10 @@ def build_items(config: TrainConfig, tokenizer=None) -> list[dict]:
     if not d.source:
         raise ValueError("no training data: set data.source (e.g. instructions:alpaca_gpt4_llamafactory_demo1k) "
                          "or pass items= to train()")
-    items, info = _build(d.source, d.modality, limit=d.limit, audio_dir=d.audio_dir, tokenizer=tokenizer)
+    from omnishift.train.methods import METHODS
+
+    modality = METHODS[config.method.name].modality or d.modality  # the text control reads text
+    items, info = _build(d.source, modality, limit=d.limit, audio_dir=d.audio_dir, tokenizer=tokenizer)
     log.info("training items: %s", info)
     return items
 
@@ -334,7 +338,7 @@ def _step(r: _Run, config: TrainConfig, micro: list, n_target: int, fixed: "Fixe
 
 
 def train(config: TrainConfig, model=None, items: list[dict] | None = None, resume: bool = False,
-          on_step: Callable[[dict], None] | None = None) -> Path:
+          on_step: Callable[[dict], None] | None = None, probe=None) -> Path:
     """Train a speech LLM for Stage 1 and save it (one process, or every process of ``accelerate launch``).
 
     Args:
@@ -346,6 +350,10 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
         resume: continue from the newest checkpoint in ``out_dir`` (start fresh if there is none).
         on_step: called with each step's log record after logging and checkpointing (progress
             hooks; tests raise from it to simulate a kill).
+        probe: a measurement of the model during training (a forgetting curve:
+            :class:`omnishift.evaluate.drift.DriftProbe`): ``probe(model, step) -> dict`` with an
+            ``every`` attribute, run on the main process at step 0, every ``every`` steps and at
+            the end, each result written to ``out_dir/probes/step-NNNNNNNN.json``.
 
     Returns:
         ``out_dir/final``, loadable with ``SpeechLLM.from_pretrained``.
@@ -378,6 +386,8 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     r.model.encoder.eval()
     tb = TensorBoardLog(run.out_dir / TB_DIR, enabled=main, purge_step=state.step + 1 if resume else None)
     order, order_epoch, record = None, None, {}
+    measure = _Probe(probe, run.out_dir / PROBES, r.model, r.total, main and not dist.is_sharded(acc))
+    measure(state.step)
     with StepLog(run, r.total, state.step, f"train[{config.method.name}]", config.loop.progress, main, (tb,)) as steps:
         while state.step < r.total:
             t0 = time.perf_counter()
@@ -394,6 +404,7 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
                        tok_s=f"{record['tokens_per_s']:.0f}")
             maybe_checkpoint(run, state.step, config.checkpoint.save_every, config.checkpoint.keep_last,
                              lambda path: _save_checkpoint(acc, path, r.model, r.optimizer, r.scheduler, state), main)
+            measure(state.step)
             if on_step is not None:
                 on_step(record)
     dist.save_final(acc, r.wrapped, r.model, run.final)
@@ -402,6 +413,31 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
                    "trainable_parameters": n_trainable, "fixed_entries": fixed.count(), "processes": acc.num_processes}
         atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return run.final
+
+
+class _Probe:
+    """Runs ``probe`` at step 0, every ``probe.every`` steps and at the last one, once per step: a
+    result already on disk (a resumed run passing the step again) is kept, since training is
+    deterministic on resume."""
+
+    def __init__(self, probe, folder: Path, model, total: int, main: bool):
+        self.probe, self.folder, self.model, self.total = (probe if main else None), folder, model, total
+
+    def __call__(self, step: int) -> None:
+        every = getattr(self.probe, "every", 0)
+        if self.probe is None or not (step == 0 or step == self.total or (every and step % every == 0)):
+            return
+        path = self.folder / f"step-{step:08d}.json"
+        if path.is_file():
+            return
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            result = self.probe(self.model, step)
+        finally:
+            self.model.train(was_training)
+            self.model.encoder.eval()
+        atomic_write_text(path, json.dumps({"step": step, **result}) + "\n")
 
 
 def _save_checkpoint(accelerator, path: Path, model, optimizer, scheduler, state: LoopState) -> None:

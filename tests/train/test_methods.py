@@ -153,3 +153,22 @@ def test_region_freeze_fixes_exactly_the_masked_entries(tmp_path, make_config, s
     else:
         assert masked_same < n_masked // 10  # the same entries do move under plain Full-FT
     assert moved > 0.99 * others  # everything else trains
+
+
+def test_text_control_trains_the_llm_on_the_same_instructions_as_text(tmp_path, make_config):
+    import json
+
+    from omnishift.train.trainer import build_items
+
+    rows = [{"id": f"r{i}", "text": f"say the word number {i}", "response": f"word {i}"} for i in range(4)]
+    src = tmp_path / "m.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = make_config("text_control", data={"source": str(src), "modality": "speech", "audio_dir": str(tmp_path / "a")})
+    model = build_model(cfg)
+    items = build_items(cfg, model.tokenizer)
+    assert [it.get("audio") for it in items] == [None] * 4 and "say the word number 0" in items[0]["prompt"]
+    llm_before, adaptor_before = _snapshot(model.llm), _snapshot(model.adaptor)
+    train(cfg, model=model)
+    assert all(torch.equal(adaptor_before[n], p) for n, p in model.adaptor.named_parameters())  # never in the path
+    assert all(not torch.equal(llm_before[n], p) for n, p in model.llm.named_parameters())
+    assert not (tmp_path / "a").exists()  # nothing was synthesized for it

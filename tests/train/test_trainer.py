@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -184,3 +186,48 @@ def test_one_stage1_step_through_a_differentiable_reading_moves_every_adaptor_we
     changed = {k for k, v in model.adaptor.named_parameters() if not torch.equal(v, before[k])}
     assert changed == (set(before) - unused if moves else set())
     assert not torch.equal(model.llm.get_input_embeddings().weight, llm_before)  # the LLM trains too
+
+
+def test_a_probe_draws_a_forgetting_curve_that_starts_at_zero_and_survives_a_resume(make_config, speech_items):
+    import copy
+    import json
+
+    from omnishift.evaluate.drift import DriftProbe, greedy_answers
+
+    prompts = ["what is two plus two?", "name a colour", "say hello"]
+    cfg = make_config("full", loop={"max_steps": 5})
+    model = build_model(cfg)
+    base = copy.deepcopy(model)
+    probe = DriftProbe(base, prompts, greedy_answers(base, prompts, 4), every=2, max_new_tokens=4)
+
+    def kill(rec):
+        if rec["step"] == 3:
+            raise KeyboardInterrupt
+
+    cfg.checkpoint.save_every = 1
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, model=model, items=speech_items, on_step=kill, probe=probe)
+    folder = Path(cfg.out_dir) / "probes"
+    assert sorted(p.name for p in folder.iterdir()) == ["step-00000000.json", "step-00000002.json"]
+    stamp = (folder / "step-00000002.json").stat().st_mtime_ns
+    train(cfg, model=build_model(cfg), items=speech_items, resume=True, probe=probe)
+    curve = [json.loads((folder / f"step-{s:08d}.json").read_text()) for s in (0, 2, 4, 5)]
+    assert (folder / "step-00000002.json").stat().st_mtime_ns == stamp  # kept, not measured again
+    assert curve[0]["kl"] == pytest.approx(0, abs=1e-6) and curve[0]["flip"] == 0.0
+    assert curve[-1]["kl"] > 0 and len(curve[-1]["per_item"]["kl"]) == len(prompts)
+
+
+def test_a_frozen_llm_does_not_drift(make_config, speech_items):
+    import copy
+    import json
+
+    from omnishift.evaluate.drift import DriftProbe, greedy_answers
+
+    prompts = ["what is two plus two?", "name a colour"]
+    cfg = make_config("frozen", loop={"max_steps": 2})
+    model = build_model(cfg)
+    base = copy.deepcopy(model)
+    train(cfg, model=model, items=speech_items, probe=DriftProbe(base, prompts, greedy_answers(base, prompts, 4), 1,
+                                                                 max_new_tokens=4))
+    last = json.loads((Path(cfg.out_dir) / "probes" / "step-00000002.json").read_text())
+    assert last["kl"] == pytest.approx(0, abs=1e-6) and last["flip"] == 0.0
