@@ -124,9 +124,11 @@ def drift(model, base, prompts: list[str], base_answers: list[str], flip: bool =
     return summarize(per_item), per_item
 
 
-def base_answers_unit(base, prompts: list[str], folder: str | Path, max_new_tokens: int = 64) -> list[str]:
+def base_answers_unit(base, prompts: list[str], folder: str | Path, max_new_tokens: int = 64,
+                      redo: bool = False) -> list[str]:
     """The base model's greedy answers to ``prompts``, computed once into ``folder/answers.jsonl`` and
-    reused only while the base model, the prompts and the answer length are the same."""
+    reused only while the base model, the prompts and the answer length are the same (``redo``:
+    recompute them for another base instead of refusing)."""
     from omnishift.fingerprint import model_identity
     from omnishift.paths import atomic_write_text
     from omnishift.reuse import reuse_unit
@@ -134,7 +136,7 @@ def base_answers_unit(base, prompts: list[str], folder: str | Path, max_new_toke
     folder = Path(folder)
     inputs = {"base": model_identity(base), "prompts": fingerprint({"prompts": prompts}),
               "max_new_tokens": max_new_tokens}
-    if not reuse_unit(folder, inputs, what="base answers", redo=False, complete=lambda d: (d / ANSWERS).is_file(),
+    if not reuse_unit(folder, inputs, what="base answers", redo=redo, complete=lambda d: (d / ANSWERS).is_file(),
                       fix="use a new folder for another base model or prompt set (or delete this one)"):
         answers = greedy_answers(base, prompts, max_new_tokens)
         atomic_write_text(folder / ANSWERS, "".join(json.dumps({"prompt": p, "answer": a}) + "\n"
@@ -209,6 +211,9 @@ class DriftProbe:
                  max_new_tokens: int = 32, batch_size: int = 8):
         self.base, self.prompts, self.answers = base.eval().requires_grad_(False), prompts, base_answers
         self.every, self.flip, self.max_new_tokens, self.batch_size = every, flip, max_new_tokens, batch_size
+        #: what the points measure: a curve is continued only by a probe of the same identity
+        self.identity = fingerprint({"prompts": prompts, "answers": base_answers, "flip": flip,
+                                     "max_new_tokens": max_new_tokens})
 
     def __call__(self, model, step: int) -> dict:
         summary, per_item = drift(model, self.base, self.prompts, self.answers, flip=self.flip,

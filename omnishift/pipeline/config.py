@@ -131,12 +131,32 @@ class MethodSpec:
 
 
 @dataclass
+class DriftSection:
+    """The forgetting curve of every trained method (:mod:`omnishift.evaluate.drift`).
+
+    Args:
+        source: held-out text instructions no stage trains on (a source spec; None: no curve).
+        limit: prompts (about 200 give intervals of a few hundredths of a nat).
+        every: optimizer steps between points (step 0 and the last step are always measured).
+        flip: also the answer-flip rate (generates each model's answers: the expensive part).
+        max_new_tokens: answer length of the base model and of the trained ones.
+    """
+
+    source: str | None = None
+    limit: int = 200
+    every: int = 0
+    flip: bool = True
+    max_new_tokens: int = 32
+
+
+@dataclass
 class TrainSection:
     """Args: methods: ``{LABEL: MethodSpec}`` in training order; overrides: applied to every method
-    before its own."""
+    before its own; drift: the forgetting curves (:class:`DriftSection`)."""
 
     methods: dict = field(default_factory=dict)
     overrides: list = field(default_factory=list)
+    drift: DriftSection = field(default_factory=DriftSection)
 
 
 @dataclass
@@ -265,7 +285,11 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
             ("deactivation.limit", AT_LEAST_1), ("deactivation.batch_size", AT_LEAST_1),
             ("deactivation.max_response_tokens", AT_LEAST_1), ("align.workers", NON_NEGATIVE),
             ("evaluate.batch_size", AT_LEAST_1), ("evaluate.max_new_tokens", AT_LEAST_1),
-            ("evaluate.listening", NON_NEGATIVE))
+            ("evaluate.listening", NON_NEGATIVE), ("train.drift.limit", AT_LEAST_1),
+            ("train.drift.every", NON_NEGATIVE), ("train.drift.max_new_tokens", AT_LEAST_1))
+    if cfg.train.drift.source is not None and cfg.train.drift.source == cfg.data.train:
+        raise ConfigError(f"{origin}: train.drift.source is data.train ({cfg.data.train!r}): drift is measured on "
+                          "held-out instructions that no stage trains on; name another source")
     if cfg.evaluate.prompt not in ("instruction", "plain"):
         raise ConfigError(f"{origin}: evaluate.prompt: {cfg.evaluate.prompt!r} unknown; use instruction or plain")
     methods = {}

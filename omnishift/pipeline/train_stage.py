@@ -5,6 +5,7 @@ coefficients, text scores) are those that made it, by content."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -68,12 +69,31 @@ def _total_steps(tcfg, n_items: int) -> int:
     return lp.max_steps or lp.epochs * math.ceil(math.ceil(n_items / lp.batch_size) / lp.grad_accum)
 
 
+def _drift_probe(ctx: Context, out: Path):
+    """The forgetting-curve probe of this experiment (None: ``train.drift`` is off): drift from the
+    model Stage 1 starts from (the aligned folder, or the base models), on held-out instructions;
+    the starting model's answers are computed once into ``train/drift_base``."""
+    d = ctx.cfg.train.drift
+    if not d.source or not d.every:
+        return None
+    from omnishift.evaluate.drift import DriftProbe, base_answers_unit, drift_prompts
+    from omnishift.models.speech_llm import load_speech_llm
+
+    prompts = drift_prompts(ctx.cfg.resolve(d.source), None, d.limit)
+    start = ctx.aligned()
+    base = load_speech_llm(str(start)) if start is not None else load_speech_llm(
+        None, **dataclasses.asdict(ctx.cfg.model))
+    answers = base_answers_unit(base, prompts, out / "drift_base", d.max_new_tokens, redo=ctx.stage in ctx.redo)
+    return DriftProbe(base, prompts, answers, d.every, flip=d.flip, max_new_tokens=d.max_new_tokens)
+
+
 def stage_train(ctx: Context, out: Path) -> dict:
     """Train every listed method (each resumes from its checkpoints); loss curves of all of them."""
     from omnishift.report.figures import plot_loss_curves
     from omnishift.train.trainer import train, training_inputs
 
     methods = ctx.cfg.train.methods
+    probe = functools.cache(lambda: _drift_probe(ctx, out))  # built on the first method that trains
     n_items = sum(1 for line in ctx.train_manifest.read_text(encoding="utf-8").splitlines() if line.strip())
     info = {}
     for i, label in enumerate(methods, 1):
@@ -88,7 +108,7 @@ def stage_train(ctx: Context, out: Path) -> dict:
             def on_step(rec, task=task, total=total):
                 ctx.progress.step(task, rec["step"], total, f"loss {rec['loss']:.3f}")
 
-            train(tcfg, resume=True, on_step=on_step)
+            train(tcfg, resume=True, on_step=on_step, probe=probe())
         info[label] = json.loads((out / label / "summary.json").read_text())
     if methods and ctx.shard is None:
         plot_loss_curves({display(m): out / m for m in methods}, out / "loss.png", window=5)

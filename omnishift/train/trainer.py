@@ -422,13 +422,18 @@ class _Probe:
 
     def __init__(self, probe, folder: Path, model, total: int, main: bool):
         self.probe, self.folder, self.model, self.total = (probe if main else None), folder, model, total
+        self.identity = getattr(self.probe, "identity", None)
+        for path in sorted(folder.glob("step-*.json")) if self.probe is not None else []:
+            if json.loads(path.read_text(encoding="utf-8")).get("probe") != self.identity:
+                raise ValueError(f"{path} was measured by another probe (other prompts, base model or settings): "
+                                 f"delete {folder} to measure the curve again, or train into a new out_dir")
 
     def __call__(self, step: int) -> None:
         every = getattr(self.probe, "every", 0)
         if self.probe is None or not (step == 0 or step == self.total or (every and step % every == 0)):
             return
         path = self.folder / f"step-{step:08d}.json"
-        if path.is_file():
+        if path.is_file():  # checked to be this probe's when the run opened
             return
         was_training = self.model.training
         self.model.eval()
@@ -437,7 +442,7 @@ class _Probe:
         finally:
             self.model.train(was_training)
             self.model.encoder.eval()
-        atomic_write_text(path, json.dumps({"step": step, **result}) + "\n")
+        atomic_write_text(path, json.dumps({"step": step, "probe": self.identity, **result}) + "\n")
 
 
 def _save_checkpoint(accelerator, path: Path, model, optimizer, scheduler, state: LoopState) -> None:

@@ -231,3 +231,26 @@ def test_a_frozen_llm_does_not_drift(make_config, speech_items):
                                                                  max_new_tokens=4))
     last = json.loads((Path(cfg.out_dir) / "probes" / "step-00000002.json").read_text())
     assert last["kl"] == pytest.approx(0, abs=1e-6) and last["flip"] == 0.0
+
+
+def test_a_curve_is_not_continued_by_another_probe(make_config, speech_items):
+    import copy
+
+    from omnishift.evaluate.drift import DriftProbe, greedy_answers
+
+    prompts = ["name a colour", "say hello"]
+    cfg = make_config("full", loop={"max_steps": 4})
+    cfg.checkpoint.save_every = 1
+    model = build_model(cfg)
+    base = copy.deepcopy(model)
+    answers = greedy_answers(base, prompts, 4)
+
+    def kill(rec):
+        if rec["step"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, model=model, items=speech_items, on_step=kill, probe=DriftProbe(base, prompts, answers, 2, max_new_tokens=4))
+    other = DriftProbe(base, prompts[:1], answers[:1], 2, max_new_tokens=4)
+    with pytest.raises(ValueError, match="another probe"):
+        train(cfg, model=build_model(cfg), items=speech_items, resume=True, probe=other)
