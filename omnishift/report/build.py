@@ -154,6 +154,14 @@ def _training(run: Path, methods: list) -> Section:
         s.tables.append(training_table(summ, _display))
     if (run / "train" / "loss.png").is_file():
         s.figures.append(Figure(run / "train" / "loss.png", "Training loss per optimizer step (5-step moving average)."))
+    curves = {_display(m): run / "train" / m for m in methods if (run / "train" / m / "probes").is_dir()}
+    if curves:
+        from omnishift.report.forgetting import forgetting_table, plot_forgetting_curves
+
+        s.tables.append(forgetting_table(curves))
+        png = plot_forgetting_curves(curves, run / "report" / "figures" / "forgetting.png")
+        s.figures.append(Figure(png, "Forgetting curves: drift from the starting model on held-out instructions "
+                                     "along Stage 1 (mean and 95 % interval over prompts)."))
     if not summ:
         s.paragraphs.append("Training loss curves — " + _missing(run, "train", "trained models"))
     return s
