@@ -32,7 +32,9 @@ def experiment(tmp_path, parts, **changes) -> dict:
         "importance": {"fraction": 0.5, "batch_size": 4, "max_response_tokens": 8},
         "deactivation": {"limit": 4, "max_response_tokens": 8},
         "train": {"overrides": TRAIN_OVERRIDES,
-                  "methods": {"full": {}, "lora": {"overrides": ["method.options.r=2"]}, "layer_lr": {}}},
+                  "methods": {"full": {}, "lora": {"overrides": ["method.options.r=2"]}, "layer_lr": {}},
+                  "drift": {"source": "builtin:demo_data/heldout_instructions.jsonl", "limit": 3, "every": 1,
+                            "max_new_tokens": 3}},
         "evaluate": {"benchmarks": {"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 3},
                                     "web": {"source": "builtin:demo_data/qa_web.jsonl", "limit": 3}},
                      "batch_size": 4, "max_new_tokens": 4},
@@ -81,7 +83,7 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
     text = html.read_text()
     md = (run / "report.md").read_text()
     for name in ("Table 1", "Table 2", "Table 3", "Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4", "trade-off",
-                 "Training loss"):
+                 "Training loss", "Forgetting curves"):
         assert name in text and name in md, name
     for row in ("No-FT", "Cascade", "Full-FT", "LoRA", "Layer-LR", "r=2"):
         assert row in md, row
@@ -89,10 +91,15 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
     assert "The mitigation target" in md and ("target not met" in md or "target met" in md)
     assert not re.findall(r'(?:src|href)="(?!data:|#)', text)  # self-contained
     tables = {p.name for p in (run / "report" / "tables").iterdir()}
-    assert {"table1_deactivation.csv", "table2_qa.csv", "table3_lora_rank.csv", "shift_metrics.csv"} <= tables
+    assert {"table1_deactivation.csv", "table2_qa.csv", "table3_lora_rank.csv", "shift_metrics.csv",
+            "forgetting.csv"} <= tables
     figs = {p.name for p in (run / "report" / "figures").iterdir()}
     assert {"fig1_rank_clustering.png", "fig2_layers_full.png", "fig3_layers_methods.png", "fig4_change.png",
-            "loss.png", "tradeoff_t2t_s2t.png"} <= figs
+            "loss.png", "tradeoff_t2t_s2t.png", "forgetting.png"} <= figs
+    lora_curve = sorted(p.name for p in (run / "train" / "lora" / "probes").iterdir())
+    assert lora_curve == ["step-00000000.json", "step-00000001.json", "step-00000002.json"]  # across the kill
+    first = json.loads((run / "train" / "full" / "probes" / "step-00000000.json").read_text())
+    assert first["kl"] == pytest.approx(0, abs=1e-6)  # step 0 is the model it started from
     t2 = (run / "report" / "tables" / "table2_qa.csv").read_text().splitlines()
     assert t2[0] == "Method,trivia T2T,trivia S2T,web T2T,web S2T"
     assert [r.split(",")[0] for r in t2[1:]] == ["No-FT", "Cascade (ASR → LLM)", "Full-FT", "LoRA", "Layer-LR"]
