@@ -90,7 +90,7 @@ def test_registry_is_one_table(monkeypatch):
 
     from omnishift.train.methods import Method, setup_frozen
 
-    assert set(METHODS) == {"full", "layer_lr", "lora", "frozen", "region_freeze"}
+    assert set(METHODS) == {"full", "layer_lr", "lora", "frozen", "region_freeze", "text_control"}
 
     @dataclass
     class Opts:
