@@ -1,7 +1,7 @@
 """Forgetting curves of Stage 1 at the 1k scale, through the continuous speech path (ctc_soft).
 
 Run from the repository root: ``python experiments/forgetting_1k/curves.py [METHOD ...]``
-(default: full text_control lora; resumable: run it again). It trains each method from the aligned
+(default: all four, in order; resumable: run it again). It trains each method from the aligned
 adaptor read as ``ctc_soft`` (``runs/align/soft_untrained``), measures drift from that starting model on
 200 held-out Dolly instructions every 32 steps (``omnishift.evaluate.drift.DriftProbe``), then
 evaluates T2T and S2T on the 300 LLaMA Questions recordings. Results: README.md beside this file.
@@ -26,7 +26,9 @@ COMMON = ["data.source=instructions:alpaca_alpagasus_random9k", "data.limit=1010
           "loop.progress=false", "checkpoint.save_every=16", f"model={START}"]
 METHODS = {"full": ("configs/default/full.yaml", []),
            "text_control": ("configs/default/full.yaml", ["method.name=text_control"]),
-           "lora": ("configs/default/lora.yaml", ["optim.lr=2.0e-4"])}
+           "lora": ("configs/default/lora.yaml", ["optim.lr=2.0e-4"]),
+           "layer_lr": ("configs/default/layer_lr.yaml",
+                        ["method.options.coefficients=experiments/importance_smollm2/layer_lr_lambda0.4.json"])}
 
 
 def main(methods: list[str]) -> None:
