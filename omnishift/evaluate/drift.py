@@ -70,10 +70,9 @@ def teacher_forced(model, base, prompts: list[str], answers: list[str], batch_si
                                                                            answers[s:s + batch_size])]
         batch = model.processor(items, padding_side="right")
         mask, target = _response_positions(batch)
-        labels = batch.pop("labels")
+        del batch["labels"]  # logits only: no loss
         lp_m = model(batch).logits[:, :-1].float().log_softmax(-1)  # B, L-1, V
         lp_b = base(batch).logits[:, :-1].float().log_softmax(-1)  # B, L-1, V
-        batch["labels"] = labels
         kl = (lp_b.exp() * (lp_b - lp_m)).sum(-1)  # B, L-1
         safe = target.clamp_min(0)[..., None]  # B, L-1, 1 (ignored positions read token 0)
         dnll = (lp_b.gather(-1, safe) - lp_m.gather(-1, safe))[..., 0]  # B, L-1

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from omnishift.evaluate.drift import MEASURES
 from omnishift.evaluate.scoring import paired_bootstrap_ci
 from omnishift.plotting import pyplot, save_figure
@@ -88,5 +86,5 @@ def forgetting_table(runs: dict[str, str | Path], reference: str | None = None) 
 
 
 def _paired(a: list, b: list) -> tuple[float, tuple[float, float]]:
-    mean, lo, hi = paired_bootstrap_ci(np.asarray(a, float).tolist(), np.asarray(b, float).tolist())
+    mean, lo, hi = paired_bootstrap_ci(a, b)
     return mean, (lo, hi)
