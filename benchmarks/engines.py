@@ -1,7 +1,7 @@
 """How fast each alignment-set synthesizer speaks on this machine (one thread, one run).
 
 Run: ``python benchmarks/engines.py [--repeats 2]``. Prints one JSON object with, per engine of
-:data:`omnishift.align.voices.ENGINES` that is installed, the seconds of 16 kHz audio produced
+:data:`omnishift.data.voices.ENGINES` that is installed, the seconds of 16 kHz audio produced
 per wall-clock second over the 20 sentences of ``benchmarks/synth.py`` (median over repeats,
 one fixed mid-range voice/rate/pitch plan), and each engine's cost relative to eSpeak NG measured
 in the same run. An engine that is not installed is listed under ``missing`` with its error.
@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from synth import SENTENCES  # noqa: E402
 
-from omnishift.align.augment import AugmentConfig  # noqa: E402
-from omnishift.align.voices import ENGINES  # noqa: E402
+from omnishift.data.augment import AugmentConfig  # noqa: E402
+from omnishift.data.voices import ENGINES  # noqa: E402
 from omnishift.models.precision import cpu_description  # noqa: E402
 
 

@@ -113,8 +113,8 @@ def test_a_cli_command_module_is_one_line(monkeypatch, capsys):
 def test_a_synthesizer_is_one_line(monkeypatch):
     import numpy as np
 
-    from omnishift.align import voices
-    from omnishift.align.augment import AugmentConfig
+    from omnishift.data import voices
+    from omnishift.data.augment import AugmentConfig
 
     eng = voices.Engine(lambda: ["tone:a"], lambda rng, vs, aug: {"voice": vs[0], "rate": 1, "pitch": 1},
                         lambda text, plan: np.zeros(1600, np.float32))

@@ -15,7 +15,7 @@ from omnishift.schema import positive_int
 
 
 def cmd_align_data(args) -> int:
-    from omnishift.align.augment import AugmentConfig, parse_engines
+    from omnishift.data.augment import AugmentConfig, parse_engines
     from omnishift.align.dataset import alignment_texts, build_alignment_set, parse_text_parts
 
     policy = {"policy": args.policy, "k": args.k, "margin_s": args.margin}

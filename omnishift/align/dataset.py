@@ -3,7 +3,7 @@
 Adaptor alignment (:mod:`omnishift.align.trainer`) needs tens of thousands of (speech, transcript)
 pairs and no LLM pass per clip for CTC, so the frozen encoder would dominate its cost if it ran
 every epoch. :func:`build_alignment_set` therefore synthesizes each clip with a random English
-voice, variant, rate, pitch and channel (:mod:`.augment`), encodes it once under the model's window
+voice, variant, rate, pitch and channel (:mod:`omnishift.data.augment`), encodes it once under the model's window
 policy and stores the kept encoder states (fp16) in shards::
 
     OUT/meta.json               what produced the set (texts, seed, voices, augmentation, encoder
@@ -34,9 +34,9 @@ import torch
 from safetensors.torch import load, save_file
 from tqdm.auto import tqdm
 
-from omnishift.align.augment import AugmentConfig, augment
+from omnishift.data.augment import AugmentConfig
 from omnishift.align.pool import spawn_pool
-from omnishift.align.voices import ENGINES, clip_plan, engine_of, engine_voices
+from omnishift.data.voices import engine_voices, speak_clip
 from omnishift.models.encoder import SAMPLE_RATE
 from omnishift.paths import atomic_write_text, shared_data_dir
 
@@ -148,13 +148,11 @@ def _make_shard(task: tuple) -> tuple[int, list[dict], np.ndarray | None, list[t
     aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug_dict.items()})
     records, audios, skipped = [], [], []
     for index, (id_, text) in jobs:
-        plan, rng = clip_plan(index, seed, voices, aug)
         try:
-            audio = ENGINES[engine_of(plan["voice"])].speak(text, plan)
+            audio, plan, effects = speak_clip(text, index, seed, voices, aug)
         except ValueError as e:
             skipped.append((f"{index}:{id_}", str(e)))
             continue
-        audio, effects = augment(audio, aug, rng)
         if len(audio) > MAX_SECONDS * SAMPLE_RATE:
             skipped.append((f"{index}:{id_}", f"{len(audio) / SAMPLE_RATE:.1f} s > {MAX_SECONDS} s"))
             continue

@@ -224,7 +224,7 @@ class _Bar:
 
 
 def _build_set(cfg: RecipeConfig, s: SetSpec, bar: _Bar) -> dict:
-    from omnishift.align.augment import AugmentConfig, parse_engines
+    from omnishift.data.augment import AugmentConfig, parse_engines
     from omnishift.align.dataset import alignment_texts, build_alignment_set, parse_text_parts
 
     if s.source:

@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 
 
 def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir: str | None = None,
-                max_response_tokens: int | None = None, tokenizer=None, on_error: str = "raise") -> tuple[list[dict], dict]:
+                max_response_tokens: int | None = None, tokenizer=None, on_error: str = "raise",
+                speakers=None) -> tuple[list[dict], dict]:
     """Processor items (prompt, response[, audio]) of a data source, for training, importance,
     perplexity and listening passes alike.
 
@@ -26,6 +27,7 @@ def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir
         audio_dir: where synthesized / decoded audio goes (needed for ``hf:`` sources).
         max_response_tokens: cut responses to this many tokens of ``tokenizer``.
         on_error: ``raise`` on unreadable audio, or ``skip`` (counted in ``info["skipped"]``).
+        speakers: who speaks missing audio: a :class:`~omnishift.data.voices.SpeakerMix` (None: one eSpeak voice).
 
     Returns:
         ``(items, info)`` where ``info`` counts what was loaded and skipped.
@@ -59,9 +61,9 @@ def build_items(spec: str, modality: str, *, limit: int | None = None, audio_dir
     if modality == "text":
         items = [{"prompt": t2t_prompt(e.text), "response": e.response} for e in examples]
     else:
-        from omnishift.data.synth import ensure_audio
+        from omnishift.data.synth import SynthConfig, ensure_audio
 
-        examples, _ = ensure_audio(examples, audio_dir)
+        examples, _ = ensure_audio(examples, audio_dir, speakers or SynthConfig())
         items = []
         for e in examples:
             try:

@@ -31,7 +31,6 @@ MAX_SECONDS = 30.0  # Whisper's input window: longer prompts would be cut
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
-MAX_SECONDS = 30.0  # Whisper's input window: longer prompts would be cut
 def write_wav(path: str | os.PathLike, samples: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
     """Write mono samples as a 16-bit PCM WAV, atomically (temp file in the same folder, rename).
 
@@ -119,7 +118,8 @@ def synth_manifest(
             instruction is spoken, so keep rows whose ``self_contained`` is true if the spoken
             prompt must stand alone.
         out_dir: output folder, created if needed.
-        config: voice, rate and pitch.
+        config: one eSpeak voice, rate and pitch (:class:`SynthConfig`), or a
+            :class:`~omnishift.data.voices.SpeakerMix` of engines and voices drawn per row id.
         text_field: the field to speak.
         overwrite: re-synthesise WAVs that already exist.
         progress: show a tqdm progress bar.
@@ -143,11 +143,11 @@ def synth_manifest(
     rows = _read_manifest(in_path, text_field)
     if not rows:
         raise ValueError(f"{in_path} has no rows: nothing to synthesize (no manifest written)")
-    _engine().check_voice(config.voice)
+    speak, settings = _speaker(config)
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    _record_settings(out_dir, {**asdict(config), "text_field": text_field}, rows, overwrite)
-    out_rows, too_long = _speak_rows(rows, out_dir, config, overwrite, progress, max_seconds)
+    _record_settings(out_dir, {**settings, "text_field": text_field}, rows, overwrite)
+    out_rows, too_long = _speak_rows(rows, out_dir, speak, overwrite, progress, max_seconds)
     if too_long:
         more = f" (and {len(too_long) - 10} more)" if len(too_long) > 10 else ""
         raise ValueError(f"{len(too_long)} prompt(s) longer than {max_seconds:g} s, Whisper's window{more}: "
@@ -155,6 +155,17 @@ def synth_manifest(
                          + ". Shorten or drop those rows, raise SynthConfig.rate, or pass max_seconds=None")
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows)
     return atomic_write_text(out_dir / "manifest.jsonl", lines)
+
+
+def _speaker(config) -> tuple:
+    """``(speak(text, clip_id) -> samples, settings to record)`` for one eSpeak voice
+    (:class:`SynthConfig`) or many speakers (:class:`omnishift.data.voices.SpeakerMix`)."""
+    from omnishift.data.voices import SpeakerMix
+
+    if isinstance(config, SpeakerMix):
+        return config.speaker(), {"speakers": asdict(config)}
+    _engine().check_voice(config.voice)
+    return (lambda text, clip_id: synthesize(text, config)), asdict(config)
 
 
 def _record_settings(out_dir: Path, settings: dict, rows: list, overwrite: bool) -> None:
@@ -170,7 +181,7 @@ def _record_settings(out_dir: Path, settings: dict, rows: list, overwrite: bool)
                                             "sample_rate": SAMPLE_RATE}, indent=2) + "\n")
 
 
-def _speak_rows(rows: list, out_dir: Path, config: SynthConfig, overwrite: bool, progress: bool,
+def _speak_rows(rows: list, out_dir: Path, speak, overwrite: bool, progress: bool,
                 max_seconds: float | None) -> tuple[list[dict], list[str]]:
     """Speak (or reuse) each row's WAV; returns the manifest rows and the too-long ones, named.
 
@@ -193,7 +204,7 @@ def _speak_rows(rows: list, out_dir: Path, config: SynthConfig, overwrite: bool,
         if i % 256 == 255:
             atomic_write_text(index_path, json.dumps(index, sort_keys=True) + "\n")
         if frames is None:
-            audio = synthesize(text, config)
+            audio = speak(text, rid)
             frames = len(audio)
             if max_seconds is None or frames <= max_seconds * SAMPLE_RATE:
                 write_wav(wav, audio)
@@ -237,7 +248,7 @@ def ensure_audio(examples: list, audio_dir: str | os.PathLike | None, config: Sy
     Args:
         examples: :class:`~omnishift.data.manifest.Example` rows; returned unchanged if all have audio.
         audio_dir: folder for the synthesized speech (reused on later calls).
-        config: voice, rate and pitch.
+        config: one eSpeak voice (:class:`SynthConfig`) or a :class:`~omnishift.data.voices.SpeakerMix`.
         drop_too_long: drop prompts that speak longer than Whisper's 30 s window (and count them)
             instead of refusing to synthesize them.
 

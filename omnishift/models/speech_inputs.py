@@ -24,7 +24,8 @@ Readings (``speech_input`` of a model folder):
   shrink adapter). Blank-won frames are dropped (CJST, 2411.07607). Continuous, with gradient.
 * ``ctc_soft_beam``: ``ctc_soft`` over the frames a CTC forced alignment gives each token of the
   beam transcript (``ctc_decoding``), so the slots are the beam search's words (its LLM prior
-  included) and their vectors the adaptor's posteriors, with gradient.
+  included) and their vectors the adaptor's posteriors, with gradient; ``prior`` mixes in the beam
+  token's own row where the posterior alone would overrule the LLM.
 * ``ctc_peak``: per greedy CTC segment, the mean adaptor output over its frames (WeSR's speech LLM;
   Wav2Prompt, 2406.00522): the adaptor's own vectors, with gradient.
 
@@ -50,10 +51,25 @@ class SpeechPlan(NamedTuple):
 
 @dataclass
 class SoftOptions:
-    """Args: temperature: divides the token logits before the softmax (lower: closer to the
-    token row of the top class; ``ctc_soft`` at T -> 0 is ``ctc_top1`` read greedily)."""
+    """Args:
+        temperature: divides the token logits before the softmax (lower: closer to the token row of
+            the top class; ``ctc_soft`` at T -> 0 is ``ctc_top1`` read greedily).
+        prior: weight of the planned token's own row in each slot's vector,
+            ``(1 - prior) * posterior-weighted rows + prior * row of the planned token``. For
+            ``ctc_soft_beam`` the planned token is the beam search's choice, so this fuses the LLM's
+            prior into the vector where the posterior alone would follow the acoustics; the gradient
+            keeps reaching the adaptor, scaled by ``1 - prior``. 0: the posterior alone.
+    """
 
     temperature: float = 1.0
+    prior: float = 0.0
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"speech_options temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.prior < 1:
+            raise ValueError(f"speech_options prior must be in [0, 1), got {self.prior}: at 1 the slot is the "
+                             "planned token's row and no gradient reaches the adaptor (that is speech_input ctc_top1)")
 
 
 @dataclass
@@ -187,8 +203,9 @@ def plan_greedy(model, states: torch.Tensor) -> SpeechPlan:
 def plan_aligned(model, states: torch.Tensor) -> SpeechPlan:
     """The CTC reading's tokens (beam or greedy, as :func:`plan_tokens`) with the frames a forced
     alignment gives each."""
-    tokens = plan_tokens(model, states).tokens
-    return SpeechPlan(tokens, forced_spans(next(model.ctc_log_probs([states])), tokens))
+    logp = next(model.ctc_log_probs([states]))  # F, 1 + V: once, for the beam (when uncached) and the alignment
+    tokens = torch.tensor(model.clip_tokens([states], [logp])[0], dtype=torch.long)
+    return SpeechPlan(tokens, forced_spans(logp, tokens))
 
 
 def fill_top1(model, batch: dict) -> torch.Tensor:
@@ -197,7 +214,8 @@ def fill_top1(model, batch: dict) -> torch.Tensor:
 
 
 def fill_soft(model, batch: dict) -> torch.Tensor:
-    """Posterior-weighted token rows per segment, with gradient: ``(S, V) @ (V, H) -> (S, H)``."""
+    """Posterior-weighted token rows per segment, with gradient: ``(S, V) @ (V, H) -> (S, H)``, mixed
+    with the planned token's row by ``prior`` (:class:`SoftOptions`)."""
     from omnishift.models.adaptor import ctc_logits
 
     t = model.speech_options.temperature
@@ -209,7 +227,11 @@ def fill_soft(model, batch: dict) -> torch.Tensor:
                             log_scale=model.adaptor.ctc_log_scale)
         return (logits[:, 1:].float() / t).softmax(-1)
 
-    return (_pooled(model, batch, posteriors) @ rows.float()).to(rows.dtype)  # S, V @ V, H -> S, H
+    soft = _pooled(model, batch, posteriors) @ rows.float()  # S, V @ V, H -> S, H
+    a = model.speech_options.prior
+    if a:
+        soft = (1 - a) * soft + a * rows[batch["speech_tokens"]].detach().float()  # S, H
+    return soft.to(rows.dtype)
 
 
 def fill_peak(model, batch: dict) -> torch.Tensor:

@@ -339,12 +339,19 @@ class SpeechLLM(nn.Module):
             return  # already attached (its identity hashes the base LLM: ~1 s, not redone per evaluation unit)
         self.token_cache = CTCTokenCache(root, self) if (root and self.beam_settings is not None) else None
 
-    def clip_tokens(self, states_list: list[torch.Tensor]) -> list[list[int]]:
-        """Token ids per clip (:meth:`ctc_tokens`), served from the token cache where it has them."""
+    def clip_tokens(self, states_list: list[torch.Tensor],
+                    log_probs: list[torch.Tensor] | None = None) -> list[list[int]]:
+        """Token ids per clip (:meth:`ctc_tokens`), served from the token cache where it has them.
+
+        Args:
+            states_list: per clip ``(frames, C)`` encoder states.
+            log_probs: their :meth:`ctc_log_probs`, where the caller already has them (computed here otherwise).
+        """
         cache = self.token_cache
         out = [cache.get(s) if cache is not None else None for s in states_list]
         todo = [i for i, t in enumerate(out) if t is None]
-        for i, logp in zip(todo, self.ctc_log_probs([states_list[i] for i in todo])):
+        given = None if log_probs is None else [log_probs[i] for i in todo]
+        for i, logp in zip(todo, given or self.ctc_log_probs([states_list[i] for i in todo])):
             out[i] = self.ctc_tokens(logp)
             if cache is not None:
                 cache.put(states_list[i], out[i])

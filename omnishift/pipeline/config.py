@@ -50,7 +50,12 @@ class DataSection:
         heldout: source of the held-out set for Table 1 (None: the first ``deactivation.limit``
             training items).
         heldout_limit: held-out items read.
-        voice, rate: eSpeak NG voice and words per minute for every synthesized prompt.
+        voice, rate: eSpeak NG voice and words per minute of every synthesized benchmark question, and of
+            the instructions when ``engines`` is unset.
+        engines: speak the training and held-out instructions with many speakers instead:
+            ``"espeak=2,pico=1,piper=1"`` (:class:`omnishift.data.voices.SpeakerMix`; each prompt's engine,
+            voice and channel effects drawn from ``speaker_seed`` and its id).
+        speaker_seed: the seed of that draw.
     """
 
     train: str = "instructions:alpaca_gpt4_llamafactory_demo1k"
@@ -59,6 +64,8 @@ class DataSection:
     heldout_limit: int = 64
     voice: str = "en-us"
     rate: int = 175
+    engines: str | None = None
+    speaker_seed: int = 0
 
 
 @dataclass

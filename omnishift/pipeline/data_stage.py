@@ -39,7 +39,10 @@ def stage_data(ctx: Context, out: Path) -> dict:
     from omnishift.data.synth import SynthConfig, ensure_audio
     from omnishift.evaluate.qa import select_subset
 
+    from omnishift.data.voices import SpeakerMix
+
     cfg, synth = ctx.cfg, SynthConfig(voice=ctx.cfg.data.voice, rate=ctx.cfg.data.rate)
+    speakers = SpeakerMix(cfg.data.engines, cfg.data.speaker_seed) if cfg.data.engines else synth
     info = {}
     sets = [("train", cfg.data.train, cfg.data.train_limit)]
     if cfg.data.heldout:
@@ -49,7 +52,7 @@ def stage_data(ctx: Context, out: Path) -> dict:
         examples = [e for e in rows if e.response and e.response.strip()]
         if not examples:
             raise ValueError(f"data.{name}: {spec!r} has no examples with a response to train or score on")
-        examples, dropped = ensure_audio(examples, out / name, synth, drop_too_long=True)
+        examples, dropped = ensure_audio(examples, out / name, speakers, drop_too_long=True)
         write_manifest(out / name / "manifest.jsonl", examples)
         info[name] = {"source": spec, "items": len(examples), "dropped_over_30s": dropped,
                       "skipped_no_response": len(rows) - len(examples) - dropped}

@@ -41,7 +41,10 @@ class DataConfig:
             (``instructions:alpaca_gpt4_llamafactory_demo1k``, a manifest path, ...).
         modality: ``speech`` (Stage 1: spoken question, text answer) or ``text``.
         limit: read at most this many examples.
-        audio_dir: where missing audio is synthesized with eSpeak NG (and reused).
+        audio_dir: where missing audio is synthesized (and reused): one eSpeak NG voice, or ``engines``.
+        engines: speak missing audio with many speakers, ``"espeak=2,pico=1,piper=1"``
+            (:class:`omnishift.data.voices.SpeakerMix`, drawn from ``speaker_seed`` and each item's id).
+        speaker_seed: the seed of that draw.
         max_response_tokens: labelled response tokens kept per item (later ones are not trained
             on and are cropped from the batch); None keeps all.
         feature_cache: folder of the frozen encoder's cached outputs (None: encode every step).
@@ -51,6 +54,8 @@ class DataConfig:
     modality: str = "speech"
     limit: int | None = None
     audio_dir: str | None = None
+    engines: str | None = None
+    speaker_seed: int = 0
     max_response_tokens: int | None = 256
     feature_cache: str | None = None
 
@@ -96,7 +101,11 @@ class LoopConfig:
         seed: seeds torch/numpy/random and the per-epoch data order (seed + epoch).
         log_every: write a ``log.jsonl`` record every this many optimizer steps.
         progress: show a tqdm bar.
-        device: ``auto`` (CUDA if present, with bf16 autocast), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
+        precision: ``auto``: bf16 autocast (fp32 master weights) on CUDA, fp32 on the CPU, so that a CPU
+            run's arithmetic does not change with the machine it lands on; ``bf16``: bf16 autocast on any
+            device (on a CPU with AVX512-BF16 or AMX a step is faster, ``docs/benchmarks.md``; elsewhere
+            it is much slower, and the trainer warns); ``fp32``: no autocast anywhere.
     """
 
     epochs: int = 3
@@ -107,6 +116,10 @@ class LoopConfig:
     log_every: int = 1
     progress: bool = True
     device: str = "auto"
+    precision: str = "auto"
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -148,7 +161,8 @@ def config_from_dict(data: dict, origin: str = "config") -> TrainConfig:
             ("loop.log_every", AT_LEAST_1), ("checkpoint.save_every", NON_NEGATIVE),
             ("checkpoint.keep_last", NON_NEGATIVE), ("data.limit", NONE_OR_AT_LEAST_1),
             ("data.max_response_tokens", NONE_OR_AT_LEAST_1),
-            ("data.modality", (lambda v: v in ("speech", "text"), "'speech' or 'text'")))
+            ("data.modality", (lambda v: v in ("speech", "text"), "'speech' or 'text'")),
+            ("loop.precision", (lambda v: v in PRECISIONS, " or ".join(PRECISIONS))))
     if cfg.loop.max_steps is None:
         require(cfg, origin, ("loop.epochs", AT_LEAST_1))
     from omnishift.train.methods import parse_options

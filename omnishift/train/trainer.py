@@ -8,7 +8,8 @@ else is shared and fixed here, so method comparisons differ only in the method:
   the optimizer step (``num_items_in_batch``), so gradient accumulation equals one big batch;
 * AdamW with per-group LRs (adaptor_lr for the adaptor, lr·scale for LLM groups), cosine
   schedule with linear warm-up, global gradient-norm clipping;
-* fp32 on CPU; bf16 autocast (fp32 master weights) only on CUDA;
+* ``loop.precision``: bf16 autocast with fp32 master weights on CUDA, fp32 on the CPU unless the
+  config asks for bf16 there (:func:`autocast_for`);
 * data order: a permutation per epoch from a generator seeded with ``seed + epoch``, so the
   order does not depend on how many RNG draws happened before (and resumes exactly);
 * a non-finite loss or gradient norm stops the run, naming the step and the batch's item ids;
@@ -39,6 +40,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+from omnishift.models.precision import native_bf16
 from omnishift.models.processor import IGNORE_INDEX
 from omnishift.models.speech_inputs import SPEECH_INPUTS
 from omnishift.paths import atomic_write_text
@@ -104,7 +106,11 @@ def build_items(config: TrainConfig, tokenizer=None) -> list[dict]:
     from omnishift.train.methods import METHODS
 
     modality = METHODS[config.method.name].modality or d.modality  # the text control reads text
-    items, info = _build(d.source, modality, limit=d.limit, audio_dir=d.audio_dir, tokenizer=tokenizer)
+    from omnishift.data.voices import SpeakerMix
+
+    speakers = SpeakerMix(d.engines, d.speaker_seed) if d.engines else None
+    items, info = _build(d.source, modality, limit=d.limit, audio_dir=d.audio_dir, tokenizer=tokenizer,
+                         speakers=speakers)
     log.info("training items: %s", info)
     return items
 
@@ -380,8 +386,7 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
     n_trainable = sum(p.numel() for g in r.groups for p in g.params)
     log.info("method %s: %d trainable parameters in %d groups, %d entries held fixed; %d steps on %d process(es)",
              config.method.name, n_trainable, len(r.groups), fixed.count(), r.total, acc.num_processes)
-    cuda = acc.device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    autocast = autocast_for(config.loop.precision, acc.device)
     r.model.train()
     r.model.encoder.eval()
     tb = TensorBoardLog(run.out_dir / TB_DIR, enabled=main, purge_step=state.step + 1 if resume else None)
@@ -413,6 +418,23 @@ def train(config: TrainConfig, model=None, items: list[dict] | None = None, resu
                    "trainable_parameters": n_trainable, "fixed_entries": fixed.count(), "processes": acc.num_processes}
         atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return run.final
+
+
+def autocast_for(precision: str, device: torch.device) -> Callable:
+    """A factory of the training step's autocast context for ``loop.precision`` on ``device``.
+
+    Why a factory: each micro-step opens a fresh context. bf16 on a CPU without native bfloat16 is
+    allowed (the config's choice, so a run's arithmetic never depends on the machine) but warned about,
+    since there it runs many times slower than fp32.
+    """
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not bf16:
+        return contextlib.nullcontext
+    if not native_bf16(device):
+        log.warning("loop.precision=%s asks for bfloat16 on a %s without native bfloat16 (no AVX512-BF16 or AMX): "
+                    "bfloat16 products run many times slower than float32 here (benchmarks/bf16_matmul.py); set "
+                    "loop.precision=fp32 to train at float32 speed", precision, device.type)
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class _Probe:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tiny_models import make_tiny_encoder
 
-from omnishift.align.augment import AugmentConfig, augment
+from omnishift.data.augment import AugmentConfig, augment
 from omnishift.align.dataset import alignment_texts, build_alignment_set, load_alignment_set
 
 TEXTS = [("t1", "What is the capital of France?"), ("t2", "How many legs does a spider have?"),
@@ -96,7 +96,7 @@ def test_leading_and_trailing_silence_is_seeded_and_optional():
 def test_an_espeak_only_plan_draws_as_before_engines_existed():
     """Sets built before engines could be mixed must resume to the same clips: same draws, same
     fingerprint fields."""
-    from omnishift.align.voices import clip_plan
+    from omnishift.data.voices import clip_plan
 
     voices = {"espeak": ["en", "en-us", "+f1", "+m3"]}
     aug = AugmentConfig()
@@ -112,7 +112,7 @@ def test_an_espeak_only_plan_draws_as_before_engines_existed():
 
 
 def test_a_set_mixes_engines_with_their_weights(tmp_path, encoder_dir, monkeypatch):
-    from omnishift.align import voices as V
+    from omnishift.data import voices as V
 
     def fake_speak(text, plan):  # a tone whose pitch says the plan: any engine can be registered
         return (0.3 * np.sin(np.arange(8000 + 40 * len(text)) * plan["pitch"] / 2000)).astype(np.float32)
@@ -136,7 +136,7 @@ def test_a_set_mixes_engines_with_their_weights(tmp_path, encoder_dir, monkeypat
 
 
 def test_parse_engines():
-    from omnishift.align.augment import parse_engines
+    from omnishift.data.augment import parse_engines
 
     assert parse_engines("espeak=3, pico") == (("espeak", 3.0), ("pico", 1.0))
     with pytest.raises(ValueError, match="not a number"):
@@ -162,7 +162,7 @@ def test_piper_is_deterministic_and_checks_its_inputs():
     """Piper's VITS noise is unseeded inside its ONNX graph, so the engine speaks with both noise
     scales at 0: the same text and speed give the same samples, whatever was spoken in between."""
     pytest.importorskip("piper", reason="Piper is the optional extra omnishift[piper]")
-    from omnishift.align.voices import ENGINES, clip_plan
+    from omnishift.data.voices import ENGINES, clip_plan
     from omnishift.data.piper_tts import synthesize_piper
 
     a = synthesize_piper("Hello there, how are you?", rate=100)

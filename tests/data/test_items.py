@@ -1,4 +1,4 @@
-"""build_items: rows without a response are counted and named, never dropped silently (issue 12.5)."""
+"""build_items: rows without a response are counted and named, never dropped silently."""
 
 from __future__ import annotations
 
@@ -31,3 +31,17 @@ def test_a_source_without_any_response_is_refused(tmp_path):
     spec = _manifest(tmp_path, [{"id": "b", "text": "No answer here"}])
     with pytest.raises(ValueError, match="none of its 1 examples has a response"):
         build_items(spec, "text")
+
+
+def test_training_items_are_spoken_by_the_configured_speaker_mix(tmp_path):
+    from omnishift.train.config import config_from_dict
+    from omnishift.train.trainer import build_items as training_items
+
+    spec = _manifest(tmp_path, [{"id": "a", "text": "What is two plus two?", "response": "Four."},
+                                {"id": "b", "text": "Name a red fruit.", "response": "An apple."}])
+    cfg = config_from_dict({"data": {"source": spec, "audio_dir": str(tmp_path / "audio"), "engines": "espeak=1",
+                                     "speaker_seed": 2}}, "test")
+    items = training_items(cfg)
+    assert len(items) == 2 and all(it["audio"].ndim == 1 and len(it["audio"]) > 8000 for it in items)
+    recorded = json.loads((tmp_path / "audio" / "synth_config.json").read_text())
+    assert recorded["speakers"] == {"engines": "espeak=1", "seed": 2, "effects": True}

@@ -249,3 +249,29 @@ def test_rows_with_recordings_keep_them_when_others_are_synthesized(tmp_path):
     assert out[0].audio == str(real)  # the recording is kept
     assert out[1].audio and "audio" in str(out[1].audio) and sf.info(out[1].audio).frames > 8000
     assert [r["id"] for r in _read_jsonl(tmp_path / "audio" / "manifest.jsonl")] == ["s1"]  # only s1 spoken
+
+
+# ---------------------------------------------------------------------------- many speakers
+
+
+def test_a_speaker_mix_draws_each_voice_from_the_id_so_order_and_resumes_do_not_change_a_clip(manifest, tmp_path):
+    from omnishift.data.voices import SpeakerMix
+
+    mix = SpeakerMix("espeak=1", seed=3)
+    a = synth_manifest(manifest, tmp_path / "a", mix, progress=False).parent
+    reverse = _write_jsonl(tmp_path / "rev.jsonl", ROWS[::-1][:2])  # another order, one row fewer
+    b = synth_manifest(reverse, tmp_path / "b", mix, progress=False).parent
+    for r in ROWS[1:]:
+        assert (a / "wavs" / f"{r['id']}.wav").read_bytes() == (b / "wavs" / f"{r['id']}.wav").read_bytes()
+    one = synth_manifest(manifest, tmp_path / "one", progress=False).parent  # the single eSpeak voice
+    assert (a / "wavs" / "q1.wav").read_bytes() != (one / "wavs" / "q1.wav").read_bytes()
+    other = synth_manifest(manifest, tmp_path / "c", SpeakerMix("espeak=1", seed=4), progress=False).parent
+    assert (a / "wavs" / "q1.wav").read_bytes() != (other / "wavs" / "q1.wav").read_bytes()
+    assert json.loads((a / "synth_config.json").read_text())["speakers"] == {"engines": "espeak=1", "seed": 3,
+                                                                             "effects": True}
+    with pytest.raises(ValueError, match="overwrite=True"):  # one voice and a mix never share a folder
+        synth_manifest(manifest, tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="overwrite=True"):
+        synth_manifest(manifest, tmp_path / "a", SpeakerMix("espeak=1", seed=4), progress=False)
+    with pytest.raises(ValueError, match="unknown synthesizer"):
+        synth_manifest(manifest, tmp_path / "d", SpeakerMix("festival=1"), progress=False)

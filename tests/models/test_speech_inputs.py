@@ -149,6 +149,26 @@ def test_soft_beam_pools_the_forced_aligned_frames_of_the_beam_tokens(tiny_token
     assert m.speech_plan(states)[1].tokens.tolist() == tokens.tolist()
 
 
+def test_prior_mixes_the_planned_token_row_into_the_soft_vector_and_keeps_the_gradient(tiny_tokenizer):
+    soft, fused = _model(tiny_tokenizer, "ctc_soft", temperature=0.7), _model(tiny_tokenizer, "ctc_soft",
+                                                                               temperature=0.7, prior=0.6)
+    fused.load_state_dict(soft.state_dict())
+    states = soft.encode_audio([tone(1.2)])[0]
+    tokens = soft.speech_plan(states)[1].tokens
+    rows = soft.llm.get_input_embeddings().weight
+    with torch.no_grad():
+        want = 0.4 * soft.speech_vectors(states) + 0.6 * rows[tokens]
+        torch.testing.assert_close(fused.speech_vectors(states), want, rtol=1e-4, atol=1e-5)
+    fused.train()
+    batch = fused.processor([{"prompt": s2t_prompt(), "audio": tone(1.2), "response": "a tone"}],
+                            padding_side="right")
+    fused(batch).loss.backward()
+    assert float(fused.adaptor.linear1.weight.grad.abs().sum()) > 0
+    for bad, match in (({"prior": 1.0}, "ctc_top1"), ({"temperature": 0.0}, "temperature")):
+        with pytest.raises(ValueError, match=match):
+            _model(tiny_tokenizer, "ctc_soft", **bad)
+
+
 def test_beam_settings_need_a_token_reading(tiny_tokenizer):
     with pytest.raises(ValueError, match="picks tokens"):
         make_tiny_speech_llm(tiny_tokenizer, ctc_head=True, speech_input="ctc_soft", ctc_decoding={"beam": 2})

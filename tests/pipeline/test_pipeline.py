@@ -50,7 +50,9 @@ class Kill(Exception):
 
 
 def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
-    cfg = experiment_from_dict(experiment(tmp_path, tiny_parts), "test")
+    data = {"train": "builtin:demo_data/instructions.jsonl", "train_limit": 8, "engines": "espeak=1",
+            "speaker_seed": 1}
+    cfg = experiment_from_dict(experiment(tmp_path, tiny_parts, data=data), "test")
     run = cfg.run_dir
 
     def kill_in_lora(event, stage, detail):
@@ -61,6 +63,8 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
         run_experiment(cfg, hook=kill_in_lora, stream=None)
     for stage in ("data", "importance", "deactivation"):
         assert read_marker(run, stage) is not None
+    spoken = json.loads(next((run / "data").rglob("train/synth_config.json")).read_text())
+    assert spoken["speakers"] == {"engines": "espeak=1", "seed": 1, "effects": True}  # instructions: many speakers
     assert read_marker(run, "train") is None  # interrupted inside the stage
     assert (run / "train" / "full" / "final").is_dir()
     assert (run / "train" / "lora" / "checkpoints").is_dir() and not (run / "train" / "lora" / "final").exists()

@@ -254,3 +254,30 @@ def test_a_curve_is_not_continued_by_another_probe(make_config, speech_items):
     other = DriftProbe(base, prompts[:1], answers[:1], 2, max_new_tokens=4)
     with pytest.raises(ValueError, match="another probe"):
         train(cfg, model=build_model(cfg), items=speech_items, resume=True, probe=other)
+
+
+def test_precision_bf16_autocasts_the_step_on_the_cpu_and_auto_keeps_fp32(make_config, speech_items, monkeypatch,
+                                                                          caplog):
+    from omnishift.train import trainer
+    from omnishift.train.config import config_from_dict
+    from omnishift.schema import ConfigError
+
+    cpu = torch.device("cpu")
+    x = torch.randn(4, 8)
+    with trainer.autocast_for("auto", cpu)():
+        assert (x @ x.T).dtype == torch.float32  # a CPU run's arithmetic does not change with the machine
+    with trainer.autocast_for("bf16", cpu)():
+        assert (x @ x.T).dtype == torch.bfloat16
+    monkeypatch.setattr(trainer, "native_bf16", lambda device: False)
+    with caplog.at_level("WARNING"):
+        trainer.autocast_for("bf16", cpu)
+    assert "loop.precision=fp32" in caplog.text
+    monkeypatch.undo()
+
+    fp32 = make_config("full", out="fp32", loop={"max_steps": 1, "precision": "fp32"})
+    bf16 = make_config("full", out="bf16", loop={"max_steps": 1, "precision": "bf16"})
+    a, b = _log(train(fp32, items=speech_items).parent)[0], _log(train(bf16, items=speech_items).parent)[0]
+    assert a["loss"] != b["loss"]  # the products really ran in bfloat16 ...
+    assert b["loss"] == pytest.approx(a["loss"], rel=2e-2)  # ... and the loss is the same to bf16's precision
+    with pytest.raises(ConfigError, match="loop.precision"):
+        config_from_dict({"loop": {"precision": "fp16"}}, "test")

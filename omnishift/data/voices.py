@@ -1,4 +1,4 @@
-"""Synthesizers of the alignment set: one registry, :data:`ENGINES`, mapping a name to an
+"""Synthesizers of synthetic speech: one registry, :data:`ENGINES`, mapping a name to an
 :class:`Engine` that lists its offline voices, draws a clip's voice/rate/pitch and speaks.
 
 * ``espeak``: eSpeak NG (always installed): many English voices x 100+ ``+variant`` speakers,
@@ -7,7 +7,9 @@
   (:mod:`omnishift.data.pico`).
 * ``piper``: Piper (optional ``omnishift[piper]``): a neural VITS voice (:mod:`omnishift.data.piper_tts`).
 
-An alignment set mixes engines with the weights in :attr:`AugmentConfig.engines`. A clip's voice
+An alignment set mixes engines with the weights in :attr:`AugmentConfig.engines`; spoken
+instructions do the same through :class:`SpeakerMix` (``data.engines``), so Stage 1 hears many
+speakers rather than one eSpeak voice. A clip's voice
 name carries its engine (``pico:en-US``; eSpeak voices stay bare, as in sets built before this
 registry), so :func:`engine_of` finds it again. Adding a synthesizer is one file with its
 ``voices``/``plan``/``speak`` and one line in :data:`ENGINES`.
@@ -15,11 +17,13 @@ registry), so :func:`engine_of` finds it again. Adding a synthesizer is one file
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from omnishift.align.augment import AugmentConfig
+from omnishift.data.augment import AugmentConfig, augment, parse_engines
 
 
 class Engine(NamedTuple):
@@ -133,3 +137,56 @@ def clip_plan(index: int, seed: int, voices: dict[str, list[str]], aug: AugmentC
         w = np.array([w for _, w in aug.engines if w > 0], dtype=np.float64)
         name = names[int(rng.choice(len(names), p=w / w.sum()))]
     return ENGINES[name].plan(rng, voices[name], aug), rng
+
+
+def speak_clip(text: str, index: int, seed: int, voices: dict[str, list[str]],
+               aug: AugmentConfig, effects: bool = True) -> tuple[np.ndarray, dict, dict]:
+    """Clip ``index`` of a synthetic set: drawn voice, spoken, then (``effects``) the channel effects.
+
+    Returns:
+        ``(audio, plan, effects applied)``; everything follows from ``(seed, index)``.
+
+    Raises:
+        ValueError: a text the drawn engine cannot speak.
+    """
+    plan, rng = clip_plan(index, seed, voices, aug)
+    audio = ENGINES[engine_of(plan["voice"])].speak(text, plan)
+    if not effects:
+        return audio, plan, {}
+    audio, what = augment(audio, aug, rng)
+    return audio, plan, what
+
+
+@dataclass(frozen=True)
+class SpeakerMix:
+    """Many speakers for spoken instructions: each clip's engine, voice, rate, pitch and (``effects``)
+    channel effects drawn from ``seed`` and the clip's id, as in the alignment sets.
+
+    Why by id and not by position: the same instruction gets the same speaker whatever else the
+    set holds or in which order it is read, so a resumed or re-limited set reuses its WAVs.
+
+    Args:
+        engines: ``"espeak=2,pico=1,piper=1"``, weights of :data:`ENGINES` (pico and piper need the
+            ``omnishift[pico]`` / ``omnishift[piper]`` extras).
+        seed: the draw's seed.
+        effects: speed, reverberation, band limit, noise and gain (:class:`AugmentConfig`'s ranges).
+    """
+
+    engines: str = "espeak=1"
+    seed: int = 0
+    effects: bool = True
+
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig(engines=parse_engines(self.engines))
+
+    def speaker(self) -> Callable[[str, str], np.ndarray]:
+        """``speak(text, clip_id) -> 16-kHz float32``; every engine's voices are listed once, here
+        (an engine that is not installed fails now, naming its install)."""
+        aug = self.augment_config()
+        voices = engine_voices(aug)
+
+        def speak(text: str, clip_id: str) -> np.ndarray:
+            index = int(hashlib.sha256(clip_id.encode("utf-8")).hexdigest()[:12], 16)
+            return speak_clip(text, index, self.seed, voices, aug, self.effects)[0]
+
+        return speak

@@ -31,7 +31,7 @@ class AugmentConfig:
         filter_p: probability of a random band limit (low-pass 2.5-7 kHz, high-pass 60-300 Hz).
         noise_p: probability of additive noise; ``snr_db`` its SNR range.
         gain_db: output level range (dB relative to peak 0.9).
-        engines: ``(name, weight)`` synthesizers of :data:`omnishift.align.voices.ENGINES` a clip is
+        engines: ``(name, weight)`` synthesizers of :data:`omnishift.data.voices.ENGINES` a clip is
             spoken by (drawn with these weights); ``rate``/``pitch``/``variant_p`` are eSpeak's.
         pico_rate, pico_pitch: SVOX Pico speed and pitch in percent of normal.
         piper_rate: Piper speed in percent of normal.
