@@ -243,13 +243,13 @@ def _build_set(cfg: RecipeConfig, s: SetSpec, bar: _Bar) -> dict:
                                on_clips=lambda done, n: bar.part("set", s.name, done / n))
 
 
-def _assemble(cfg: RecipeConfig, last: Path) -> Path:
-    """``out_dir/final``: the last phase's adaptor, reading speech as the recipe was validated."""
+def _assemble(cfg: RecipeConfig, last: Path, final: Path) -> Path:
+    """``final``: the last phase's adaptor, reading speech as the recipe says (as it was validated)."""
     from omnishift.models.speech_llm import SpeechLLM
 
     model = SpeechLLM.from_pretrained(last, reading={"speech_input": cfg.speech_input, "ctc_decoding": cfg.decoding,
                                                      "speech_options": cfg.speech_options})
-    return model.save_pretrained(Path(cfg.out_dir) / "final", llm_is_base=True)
+    return model.save_pretrained(final, llm_is_base=True)
 
 
 def _part(folder: Path, inputs: dict, what: str, redo: bool, done: str) -> None:
@@ -266,11 +266,14 @@ def _set_inputs(cfg: RecipeConfig, s: SetSpec) -> dict:
             "policy": [m.frame_policy, m.k, m.trim_margin_s]}
 
 
-def run_recipe(cfg: RecipeConfig, origin: str = "recipe", progress: bool = True, redo: bool = False) -> Path:
-    """Build every set, train every phase, assemble ``final/``; resumable. Returns ``out_dir/final``.
+def run_recipe(cfg: RecipeConfig, origin: str = "recipe", progress: bool = True, redo: bool = False,
+               final: str | Path | None = None) -> Path:
+    """Build every set, train every phase, assemble the final folder; resumable. Returns that folder.
 
     ``redo``: a set or phase made from other inputs than now is emptied and made again (default:
-    refused, naming what changed)."""
+    refused, naming what changed). ``final``: where the model is assembled, with ``recipe.json``
+    beside it (default ``out_dir/final``). Why: a study reads the recipe's adaptor its own way
+    (another ``speech_input``) without rewriting the folder that ``omnishift align NAME`` made."""
     from omnishift.align.trainer import align, alignment_inputs
     from omnishift.models.precision import cpu_description
     from omnishift.paths import ensure_writable_dir
@@ -295,9 +298,9 @@ def run_recipe(cfg: RecipeConfig, origin: str = "recipe", progress: bool = True,
                           "expected_minutes": p.minutes, "summary": summary})
     finally:
         bar.close()
-    final = _assemble(cfg, phase_dir(cfg, cfg.phases[-1]) / "final")
+    final = _assemble(cfg, phase_dir(cfg, cfg.phases[-1]) / "final", Path(final or out / "final"))
     record = {"recipe": origin, "precision": {"asked": cfg.precision, "bf16": bf16, "machine": cpu_description()},
               "parts": parts, "seconds_this_call": round(time.perf_counter() - t_all, 1), "final": str(final),
               "decoding": cfg.decoding, "speech_input": cfg.speech_input, "speech_options": cfg.speech_options}
-    atomic_write_text(out / "recipe.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(final.parent / "recipe.json", json.dumps(record, indent=2) + "\n")
     return final

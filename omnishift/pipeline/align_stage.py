@@ -12,6 +12,8 @@ from omnishift.models.speech_inputs import reading
 from omnishift.pipeline.context import Context
 from omnishift.reuse import content_sha256
 
+_RECIPE_KEY = {"speech_input": "speech_input", "speech_options": "speech_options", "ctc_decoding": "decoding"}
+
 
 def _as_override(key: str, value) -> str:
     return f"{key}={json.dumps(value)}"
@@ -23,8 +25,13 @@ def _recipe(ctx: Context):
 
     a = ctx.cfg.align
     spec = a.recipe if a.recipe in RECIPES else ctx.cfg.resolve(a.recipe)
-    return load_recipe(spec, list(a.overrides) + [_as_override("out_dir", str(ctx.dir("align"))),
-                                                  _as_override("model", dataclasses.asdict(ctx.cfg.model))])
+    unknown = sorted(set(a.reading or {}) - set(_RECIPE_KEY))
+    if unknown:
+        raise ValueError(f"align.reading: unknown key(s) {unknown}; use {list(_RECIPE_KEY)}")
+    where = a.out_dir or ctx.dir("align")
+    reading_overrides = [_as_override(_RECIPE_KEY[k], v) for k, v in (a.reading or {}).items()]
+    return load_recipe(spec, list(a.overrides) + reading_overrides + [
+        _as_override("out_dir", str(where)), _as_override("model", dataclasses.asdict(ctx.cfg.model))])
 
 
 def align_inputs(ctx: Context) -> dict:
@@ -44,7 +51,8 @@ def stage_align(ctx: Context, out: Path) -> dict:
     if ctx.cfg.align.recipe is None:
         return {"skipped": "align.recipe is not set (methods start from a fresh adaptor)"}
     cfg, origin = _recipe(ctx)
-    final = run_recipe(cfg, origin, progress=ctx.progress.stream is not None, redo=ctx.stage in ctx.redo)
+    final = run_recipe(cfg, origin, progress=ctx.progress.stream is not None, redo=ctx.stage in ctx.redo,
+                       final=out / "final")
     record = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
     return {"recipe": origin, "parts": [p.get("set") or p.get("phase") for p in record["parts"]],
             "decoded": decode_run_clips(ctx, final)}

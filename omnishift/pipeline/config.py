@@ -116,11 +116,20 @@ class AlignSection:
         overrides: ``key=value`` overrides of the recipe (``phases.0.loop.max_steps=100``).
         workers: processes that decode the run's clips once when the aligned model reads its CTC
             path by beam search.
+        out_dir: run the recipe's sets and phases in this folder instead of the run's ``align/``:
+            the folder of ``omnishift align NAME`` (``runs/align/cpu_listen``) shares them, each part
+            reused only when made from the same inputs. The study's model is still assembled in
+            ``align/final``, so that folder's own ``final/`` is left as it is.
+        reading: how the study's model reads speech, instead of the recipe's: any of ``speech_input``,
+            ``speech_options``, ``ctc_decoding`` (``{speech_input: ctc_soft, ctc_decoding: null}``: continuous
+            vectors with gradient, greedy CTC segments, no beam search over the training clips).
     """
 
     recipe: str | None = None
     overrides: list = field(default_factory=list)
     workers: int = 2
+    out_dir: str | None = None
+    reading: dict | None = None
 
 
 @dataclass

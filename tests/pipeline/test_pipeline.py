@@ -292,6 +292,37 @@ def test_align_stage_feeds_training_and_adds_the_aligned_row(tmp_path, tiny_toke
     assert "Does the model listen?" in md
 
 
+def test_the_align_stage_shares_a_recipe_folder_and_reads_its_adaptor_its_own_way(tmp_path, tiny_tokenizer):
+    """``align.out_dir``: the parts that ``omnishift align`` made are reused, not trained again, and
+    ``align.reading`` assembles the study's model in the run without touching that folder's own final."""
+    import dataclasses
+
+    from omnishift.align.recipe import load_recipe, run_recipe
+
+    parts = save_tiny_parts(tmp_path / "parts", tiny_tokenizer, seed=3, adaptor_norm=True, ctc_head=True,
+                            frame_policy="clip", k=1)
+    d = experiment(tmp_path, parts, stages=["data", "align"])
+    shared = tmp_path / "shared_align"
+    recipe = tiny_recipe(tmp_path, speech_input="ctc_top1")
+    model = experiment_from_dict(d, "test").model
+    run_recipe(*load_recipe(recipe, [f"out_dir={shared}", f"model={json.dumps(dataclasses.asdict(model))}"]),
+               progress=False)  # what `omnishift align RECIPE` leaves behind
+    phase_log = next(shared.glob("phases/*/log.jsonl"))
+    before = phase_log.stat().st_mtime_ns
+    d["align"] = {"recipe": recipe, "workers": 1, "out_dir": str(shared),
+                  "reading": {"speech_input": "ctc_soft", "ctc_decoding": None}}
+    cfg = experiment_from_dict(d, "test")
+    run_experiment(cfg, stream=None)
+    assert phase_log.stat().st_mtime_ns == before  # reused by its inputs, not trained again
+    study = json.loads((cfg.run_dir / "align" / "final" / "omnishift_config.json").read_text())
+    own = json.loads((shared / "final" / "omnishift_config.json").read_text())
+    assert (study["speech_input"], own["speech_input"]) == ("ctc_soft", "ctc_top1")
+    assert json.loads((cfg.run_dir / "align" / "recipe.json").read_text())["speech_input"] == "ctc_soft"
+    d["align"]["reading"] = {"speech_inputs": "ctc_soft"}
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['speech_inputs'\]"):
+        run_experiment(experiment_from_dict(d, "test"), stream=None, redo=["align"])
+
+
 def test_align_needs_a_ctc_head_and_a_known_recipe(tmp_path, tiny_parts):
     d = experiment(tmp_path, tiny_parts)
     d["align"] = {"recipe": "builtin:demo_recipe.yaml"}
