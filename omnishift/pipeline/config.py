@@ -96,7 +96,9 @@ class ImportanceSection:
 @dataclass
 class DeactivationSection:
     """Args: enabled; fraction zeroed (paper 3%); limit: held-out items per input; scope
-    (``layers`` or ``all``); batch_size; max_response_tokens."""
+    (``layers`` or ``all``); batch_size; max_response_tokens; after_training: labels of trained
+    methods whose Stage-1 model gets Table 1 too, zeroing its own top text-important entries (its
+    ``importance_after`` scores), so that one sees whether the text-critical core survives Stage 1."""
 
     enabled: bool = True
     fraction: float = 0.03
@@ -104,6 +106,7 @@ class DeactivationSection:
     scope: str = "layers"
     batch_size: int = 4
     max_response_tokens: int = 128
+    after_training: list = field(default_factory=list)
 
 
 @dataclass
@@ -321,6 +324,13 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
                               f"name ({sorted(METHODS)}); give config: PATH or name it after its method")
         methods[str(label)] = spec
     cfg.train.methods = methods
+    for label in cfg.deactivation.after_training:
+        if label not in methods:
+            raise ConfigError(f"{origin}: deactivation.after_training: {label!r} is not one of train.methods "
+                              f"{sorted(methods)}")
+    if cfg.deactivation.after_training and not cfg.importance.after_training:
+        raise ConfigError(f"{origin}: deactivation.after_training zeroes each model's own top text-important "
+                          "entries, scored by importance_after: set importance.after_training: true")
     benches = {}
     for name, spec in (cfg.evaluate.benchmarks or {}).items():
         if isinstance(spec, str):

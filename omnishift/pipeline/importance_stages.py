@@ -55,23 +55,40 @@ def stage_importance(ctx: Context, out: Path) -> dict:
 
 def stage_deactivation(ctx: Context, out: Path) -> dict:
     """Table 1: held-out PPL (text and speech input) after zeroing top / bottom / random k%."""
+    if not ctx.cfg.deactivation.enabled:
+        return {"skipped": "deactivation.enabled is false"}
+    rows = _table1(ctx, ctx.base_model(), ctx.text_scores("deactivation"), out, Path(str(ctx.cfg.model.llm)).name)
+    return {"rows": len(rows)}
+
+
+def _table1(ctx: Context, model, scores: Path, out: Path, label: str) -> list[dict]:
+    """Table 1 of one model: held-out PPL with text and speech input after zeroing by ``scores``."""
     from omnishift.data.items import build_items
     from omnishift.importance.deactivate import deactivation_table, write_table
 
     d = ctx.cfg.deactivation
-    if not d.enabled:
-        return {"skipped": "deactivation.enabled is false"}
-    model = ctx.base_model()
-    scores = ctx.text_scores("deactivation")
     src = str(ctx.heldout_manifest())
     sets = {m: build_items(src, m, limit=d.limit, max_response_tokens=d.max_response_tokens,
                            tokenizer=model.tokenizer)[0] for m in ("text", "speech")}
     rows = deactivation_table(model, scores, sets, fraction=d.fraction, scope=d.scope, batch_size=d.batch_size,
                               progress=ctx.progress.stream is not None)
-    write_table(rows, out, d.fraction, label=Path(str(ctx.cfg.model.llm)).name)
-    atomic_write_text(out / "rows.json", json.dumps({"fraction": d.fraction, "scope": d.scope, "model":
-                                                     Path(str(ctx.cfg.model.llm)).name, "rows": rows}, indent=2) + "\n")
-    return {"rows": len(rows)}
+    write_table(rows, out, d.fraction, label=label)
+    atomic_write_text(out / "rows.json", json.dumps({"fraction": d.fraction, "scope": d.scope, "model": label,
+                                                     "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+def stage_deactivation_after(ctx: Context, out: Path) -> dict:
+    """Table 1 on the Stage-1 models of ``deactivation.after_training``, each zeroed by its own
+    textual importance: is the small text-critical core still there, and does speech input lean on it?"""
+    d = ctx.cfg.deactivation
+    if not d.enabled or not d.after_training:
+        return {"skipped": "deactivation.after_training lists no method"}
+    after = ctx.require("importance_after", "Table 1 on the Stage-1 models")
+    for i, label in enumerate(d.after_training, 1):
+        _table1(ctx, load_trained(ctx.final(label)), after / label, out / label, display(label))
+        ctx.progress.step("Table 1 after training", i, len(d.after_training), label)
+    return {"methods": list(d.after_training)}
 
 
 def load_trained(final: Path):

@@ -21,8 +21,9 @@ from omnishift.pipeline.context import Context
 from omnishift.pipeline.data_stage import data_inputs, stage_data
 from omnishift.pipeline.evaluate_stage import (copy_unit, eval_settings, evaluate_inputs, same_llm, stage_ablation,
                                                stage_evaluate, stage_report)
-from omnishift.pipeline.importance_stages import (load_trained, stage_change, stage_deactivation, stage_importance,
-                                                  stage_importance_after, stage_shift)
+from omnishift.pipeline.importance_stages import (load_trained, stage_change, stage_deactivation,
+                                                  stage_deactivation_after, stage_importance, stage_importance_after,
+                                                  stage_shift)
 from omnishift.pipeline.train_stage import stage_train, train_config, train_inputs, train_overrides
 
 __all__ = ["STAGES", "Stage", "Context", "stage_keys", "load_trained", "train_overrides", "train_config",
@@ -76,6 +77,8 @@ STAGES: dict[str, Stage] = {
                    ("data", "importance", "align"), _with_model(train_inputs)),
     "importance_after": Stage(stage_importance_after, True, "textual importance of every trained model",
                               ("importance",), ("data", "train")),
+    "deactivation_after": Stage(stage_deactivation_after, False, "Table 1 on Stage-1 models", ("deactivation",),
+                                ("data", "train", "importance_after"), model_inputs),
     "shift": Stage(stage_shift, False, "Fig. 2-3 and shift metrics", ("importance",), ("importance", "importance_after"),
                    rebuild=True),
     "change": Stage(stage_change, False, "Fig. 4", ("importance",), ("importance", "train"), model_inputs, rebuild=True),
@@ -84,7 +87,8 @@ STAGES: dict[str, Stage] = {
     "ablation": Stage(stage_ablation, False, "Table 3 (LoRA rank)", ("ablation", "evaluate"),
                       ("data", "importance", "align", "train"), _with_model(train_inputs)),
     "report": Stage(stage_report, False, "this report", None,
-                    ("data", "importance", "deactivation", "align", "train", "importance_after", "shift", "change",
+                    ("data", "importance", "deactivation", "align", "train", "importance_after", "deactivation_after",
+                     "shift", "change",
                      "evaluate", "ablation"), rebuild=True),
 }
 

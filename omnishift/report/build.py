@@ -180,6 +180,11 @@ def _shift(run: Path, methods: list) -> Section:
         elif name == "fig3_layers_methods" or metrics:
             s.paragraphs.append(f"{cap.split('.')[0]}. — " + (_missing(run, "shift", "this figure") if not metrics
                                                                else "no full fine-tuning among the methods."))
+    for label in methods:  # Table 1 on the Stage-1 models that deactivation.after_training names
+        doc = _json(run / "deactivation_after" / label / "rows.json")
+        if doc:
+            s.tables.append(deactivation_table(doc, f"table1_deactivation_{label}", "after Stage 1, each model "
+                                               "zeroed by its own textual importance"))
     return s
 
 

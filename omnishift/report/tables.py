@@ -18,15 +18,15 @@ def fmt_ppl(x: float) -> str:
 
 
 # ---- Table 1 ---------------------------------------------------------------------------------
-def deactivation_table(doc: dict) -> Table:
+def deactivation_table(doc: dict, name: str = "table1_deactivation", when: str = "") -> Table:
     """Table 1 from ``deactivation/rows.json`` (``{"fraction", "model", "rows": [{"input", "base",
-    "top", "bottom", "random", "zeroed"}]}``)."""
+    "top", "bottom", "random", "zeroed"}]}``); ``name``/``when`` tell a Stage-1 model's table apart."""
     p = f"{doc['fraction'] * 100:g}%"
     rows = [[doc.get("model", ""), r["input"], *(fmt_ppl(r[k]) for k in ("base", "top", "bottom", "random"))]
             for r in doc["rows"]]
     zeroed = doc["rows"][0]["zeroed"]["top"] if doc["rows"] else 0
-    return Table("table1_deactivation", f"Table 1. Held-out perplexity after deactivating {p} of the parameters "
-                 "by importance (top / bottom / random)",
+    return Table(name, f"Table 1. Held-out perplexity after deactivating {p} of the parameters "
+                 f"by importance (top / bottom / random){', ' + when if when else ''}",
                  ["Model", "Input", "Base", f"Top {p}", f"Bottom {p}", f"Random {p}"], rows,
                  note=f"{zeroed:,} entries zeroed per strategy ({doc.get('scope', 'layers')} scope); perplexity of "
                       "the response tokens given a text or a spoken prompt.")

@@ -52,7 +52,8 @@ class Kill(Exception):
 def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
     data = {"train": "builtin:demo_data/instructions.jsonl", "train_limit": 8, "engines": "espeak=1",
             "speaker_seed": 1}
-    cfg = experiment_from_dict(experiment(tmp_path, tiny_parts, data=data), "test")
+    deact = {"limit": 4, "max_response_tokens": 8, "after_training": ["full"]}
+    cfg = experiment_from_dict(experiment(tmp_path, tiny_parts, data=data, deactivation=deact), "test")
     run = cfg.run_dir
 
     def kill_in_lora(event, stage, detail):
@@ -72,7 +73,8 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
 
     started = []
     html = run_experiment(cfg, hook=lambda e, s, d: started.append(s) if e == "stage_start" else None, stream=None)
-    assert started == ["train", "importance_after", "shift", "change", "evaluate", "ablation", "report"]
+    assert started == ["train", "importance_after", "deactivation_after", "shift", "change", "evaluate", "ablation",
+                       "report"]
     assert (run / "train" / "full" / "final" / "omnishift_config.json").stat().st_mtime_ns == full_mtime
     steps = [json.loads(x)["step"] for x in (run / "train" / "lora" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2]  # resumed from the step-1 checkpoint, not restarted
@@ -96,7 +98,11 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
     assert not re.findall(r'(?:src|href)="(?!data:|#)', text)  # self-contained
     tables = {p.name for p in (run / "report" / "tables").iterdir()}
     assert {"table1_deactivation.csv", "table2_qa.csv", "table3_lora_rank.csv", "shift_metrics.csv",
-            "forgetting.csv"} <= tables
+            "forgetting.csv", "table1_deactivation_full.csv"} <= tables
+    after = json.loads((run / "deactivation_after" / "full" / "rows.json").read_text())
+    base = json.loads((run / "deactivation" / "rows.json").read_text())
+    assert [r["input"] for r in after["rows"]] == ["text", "speech"] and after["model"] == "Full-FT"
+    assert after["rows"][0]["base"] != base["rows"][0]["base"]  # the trained model, not the base one
     figs = {p.name for p in (run / "report" / "figures").iterdir()}
     assert {"fig1_rank_clustering.png", "fig2_layers_full.png", "fig3_layers_methods.png", "fig4_change.png",
             "loss.png", "tradeoff_t2t_s2t.png", "forgetting.png"} <= figs
@@ -108,7 +114,7 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
     assert t2[0] == "Method,trivia T2T,trivia S2T,web T2T,web S2T"
     assert [r.split(",")[0] for r in t2[1:]] == ["No-FT", "Cascade (ASR → LLM)", "Full-FT", "LoRA", "Layer-LR"]
     progress = json.loads((run / "progress.json").read_text())
-    assert progress["state"] == "finished" and progress["stages"] == 11
+    assert progress["state"] == "finished" and progress["stages"] == 12
 
 
 def test_stage_needing_missing_outputs_names_it(tmp_path, tiny_parts):
@@ -126,6 +132,9 @@ def test_stage_needing_missing_outputs_names_it(tmp_path, tiny_parts):
     ({"importance": {"modalities": ["text", "vision"]}}, "importance.modalities"),
     ({"ablation": {"ranks": [4], "benchmarks": ["trivia"]}}, "not one of evaluate.benchmarks"),
     ({"reprot": {}}, "unknown key 'reprot'"),
+    ({"deactivation": {"after_training": ["fulll"]}}, "'fulll' is not one of train.methods"),
+    ({"deactivation": {"after_training": ["full"]}, "importance": {"after_training": False}},
+     "set importance.after_training: true"),
 ])
 def test_config_errors(tmp_path, tiny_parts, change, message):
     d = experiment(tmp_path, tiny_parts)
