@@ -20,8 +20,8 @@ from omnishift.train.config import load_config
 REPO = Path(__file__).resolve().parents[2]
 ALL_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 # accelerate launch configs and `omnishift run` experiment files are not training configs
-TRAIN_CONFIGS = [p for p in ALL_CONFIGS if not {"accelerate", "experiments", "align"} & set(p.relative_to(REPO).parts)]
-ALIGN_CONFIGS = sorted((REPO / "configs" / "align").glob("*.yaml"))
+TRAIN_CONFIGS = [p for p in ALL_CONFIGS if not {"accelerate", "experiments"} & set(p.relative_to(REPO).parts)]
+EXPERIMENT_CONFIGS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
 ACCEL_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 
 
@@ -63,13 +63,14 @@ def test_training_config_loads_and_names_its_command(path):
     assert cfg.method.name == path.stem
 
 
-@pytest.mark.parametrize("path", ALIGN_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
-def test_align_config_loads_and_names_its_command(path):
-    from omnishift.align.config import load_align_config
+@pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_experiment_config_loads_and_names_its_command(path, monkeypatch):
+    from omnishift.pipeline.config import load_experiment
 
-    cfg = load_align_config(path)  # rejects unknown keys and objectives
-    assert _command(path)[:3] == ["omnishift", "align", str(path.relative_to(REPO))]
-    assert cfg.objective_configs()
+    monkeypatch.chdir(REPO)  # their training configs are named relative to the repository
+    cfg = load_experiment(path)  # rejects unknown keys, unknown methods and missing training configs
+    assert _command(path)[:3] == ["omnishift", "run", str(path.relative_to(REPO))]
+    assert cfg.name == path.stem
 
 
 @pytest.mark.parametrize("size,llm,r", [("llama3.2-1b", "meta-llama/Llama-3.2-1B-Instruct", 8),
