@@ -56,8 +56,9 @@ def _config(folder: str, method: str, precision: str, steps: int, items: int, wo
     extra = [LAYER_LR] if method == "layer_lr" else []
     return load_config(CONFIGS[method], [
         f"model={folder}", "data.source=instructions:alpaca_alpagasus_random9k", f"data.limit={items}",
-        f"data.audio_dir={work / 'audio'}", f"data.feature_cache={work / 'features'}", "data.max_response_tokens=64", f"loop.max_steps={steps}",
-        "loop.batch_size=4", "loop.grad_accum=2", "loop.progress=false", "checkpoint.save_every=0",
+        f"data.audio_dir={work / 'audio'}", f"data.feature_cache={work / 'features'}", "data.max_response_tokens=64",
+        f"loop.max_steps={steps}",
+        "loop.batch_size=4", "loop.grad_accum=2", "loop.log_every=1", "loop.progress=false", "checkpoint.save_every=0",
         f"loop.precision={precision}", f"out_dir={work / f'{method}_{precision}'}", *extra])
 
 
