@@ -75,4 +75,5 @@ def test_stage_keys_of_the_shipped_stages():
     a = experiment_from_dict({"name": "x", "evaluate": {"batch_size": 4}})
     b = experiment_from_dict({"name": "x", "evaluate": {"batch_size": 8}})
     same = [s for s in stages.STAGES if fingerprint(a, s) == fingerprint(b, s)]
-    assert same == ["data", "importance", "deactivation", "align", "train", "importance_after", "shift", "change"]
+    assert same == ["data", "importance", "deactivation", "align", "train", "importance_after",
+                    "deactivation_after", "shift", "change"]
