@@ -13,7 +13,7 @@ from pathlib import Path
 import omnishift
 
 ROOT = Path(omnishift.__file__).parent
-LAYERS = [{"paths", "schema", "runs", "plotting", "fingerprint", "reuse", "claims", "tables", "__init__"}, {"models"}, {"data"}, {"importance"}, {"train"},
+LAYERS = [{"paths", "allocator", "schema", "runs", "plotting", "fingerprint", "reuse", "claims", "tables", "__init__"}, {"models"}, {"data"}, {"importance"}, {"train"},
           {"evaluate"}, {"align"}, {"report"}, {"pipeline"}, {"cli", "__main__"}]
 
 

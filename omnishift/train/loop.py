@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from omnishift.allocator import keep_freed_memory
 from omnishift.paths import atomic_write_text, ensure_writable_dir, read_jsonl_tolerant, remove_stale_temps
 from omnishift.reuse import reuse_unit
 from omnishift.schema import check_same_run
@@ -104,6 +105,7 @@ class StepLog(contextlib.AbstractContextManager):
     def __init__(self, run: RunFolder, total: int, initial: int, desc: str, progress: bool = True,
                  main: bool = True, sinks: tuple = ()):
         self.run, self.total, self.main, self.sinks = run, total, main, sinks
+        keep_freed_memory()  # the steps reuse their freed tensors' pages (omnishift.allocator says why)
         self.bar = tqdm(total=total, initial=initial, disable=not (progress and main), desc=desc)
         self.file = open(run.log_file, "a", encoding="utf-8") if main else None  # noqa: SIM115 (closed in __exit__)
 
