@@ -1,4 +1,4 @@
-"""The package's import graph: no cycles, and no layer imports one above it.
+"""The package's shape: no import cycles, no layer importing one above it, no module or function past the size limits.
 
 Imports inside functions count too: a late import hides a cycle from Python, not from a reader.
 Layers, lowest first (a package may import its own layer and those below):
@@ -13,8 +13,8 @@ from pathlib import Path
 import omnishift
 
 ROOT = Path(omnishift.__file__).parent
-LAYERS = [{"paths", "allocator", "schema", "runs", "plotting", "fingerprint", "reuse", "claims", "tables", "__init__"}, {"models"}, {"data"}, {"importance"}, {"train"},
-          {"evaluate"}, {"align"}, {"report"}, {"pipeline"}, {"cli", "__main__"}]
+LAYERS = [{"paths", "allocator", "schema", "runs", "plotting", "fingerprint", "reuse", "claims", "tables", "__init__"},
+          {"models"}, {"data"}, {"importance"}, {"train"}, {"evaluate"}, {"align"}, {"report"}, {"pipeline"}, {"cli", "__main__"}]
 
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
@@ -87,3 +87,17 @@ def test_the_walker_finds_a_planted_cycle_and_a_late_import(tmp_path):
     graph = import_graph(pkg)
     assert graph["omnishift.train.b"] == {"omnishift.train", "omnishift.train.a"}
     assert find_cycle(graph) == ["omnishift.train.a", "omnishift.train.b", "omnishift.train.a"]
+
+
+def test_modules_and_functions_stay_readable():
+    """No module over 500 lines, no function over 80: the style's limits, held by a test."""
+    long_modules, long_functions = [], []
+    for f in sorted(ROOT.rglob("*.py")):
+        text = f.read_text(encoding="utf-8")
+        if len(text.splitlines()) > 500:
+            long_modules.append(str(f.relative_to(ROOT)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long_functions.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long_modules, long_modules
+    assert not long_functions, long_functions
