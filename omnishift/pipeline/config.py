@@ -13,7 +13,7 @@ An experiment is what ``omnishift run EXPERIMENT.yaml`` executes stage by stage 
     train:       methods: {LABEL: {config: TRAIN.yaml, overrides: [key=value, ...]}}
     evaluate:    benchmarks: {NAME: {source, limit, subset, seed}}, modes, baselines, decoding
     ablation:    LoRA ranks for Table 3 (empty: skipped)
-    report:      title
+    report:      title, reference (the method the others are paired with)
 
 Reading reuses the training config's machinery (:func:`omnishift.train.config.build`): every
 section is checked against its dataclass, a misspelt key is an error naming it, the file and the
@@ -222,7 +222,11 @@ class AblationSection:
 
 @dataclass
 class ReportSection:
+    """Args: title: of the report page; reference: the method every other one is paired with (forgetting
+    table, paired accuracy differences); a reference that was not trained leaves those comparisons out."""
+
     title: str = ""
+    reference: str = "full"
 
 
 @dataclass

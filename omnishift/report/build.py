@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -17,12 +18,22 @@ from omnishift.evaluate.ablation import rank_table
 from omnishift.paths import atomic_write_bytes, atomic_write_text
 from omnishift.report.html import Figure, Section, render_html, render_markdown
 from omnishift.report.names import display
+from omnishift.report.paired import comparisons, paired_table, trained_modality
 from omnishift.report.tables import (
     Table, accuracy_table, bench_title, clustering_table, deactivation_table, front_table, shift_table, to_csv,
     to_markdown, training_table,
 )
 from omnishift.runs import read_marker
 
+
+
+@dataclass(frozen=True)
+class Study:
+    """What every section reads besides the run folder: the trained methods in the experiment's order, and
+    the method the others are compared with (``report.reference``)."""
+
+    methods: list
+    reference: str = "full"
 
 
 def _json(path: Path):
@@ -59,7 +70,7 @@ def eval_cells(root: Path) -> tuple[dict, list[str], list[str]]:
             raise ValueError(f"{f}: no {missing} recorded (written by an older omnishift); re-run "
                              "`omnishift run CONFIG --redo evaluate` to refresh the summaries")
         row, bench, mode = s["row"], s["benchmark"], s["mode"]
-        cells[(row, bench, mode)] = s
+        cells[(row, bench, mode)] = {**s, "folder": str(f.parent)}
         rows += [row] if row not in rows else []
         benches += [bench] if bench not in benches else []
     return cells, rows, benches
@@ -104,7 +115,7 @@ def _section_overview(run: Path, exp: dict) -> Section:
         "stages", "Pipeline stages", ["Stage", "Produces", "Status", "Seconds", "Finished"], rows)])
 
 
-def _importance(run: Path, methods: list) -> Section:
+def _importance(run: Path, study: Study) -> Section:
     """Sec. 2: Table 1 (deactivation) and Fig. 1 (rank clustering) of the base model."""
     s = Section("importance", "Parameter importance of the base model (paper Sec. 2)")
     doc = _json(run / "deactivation" / "rows.json")
@@ -124,7 +135,7 @@ def _importance(run: Path, methods: list) -> Section:
     return s
 
 
-def _alignment(run: Path, methods: list) -> Section | None:
+def _alignment(run: Path, study: Study) -> Section | None:
     """The recipe that aligned the adaptor: its sets, phases and how the model reads speech."""
     al = _json(run / "align" / "recipe.json")
     if not al:
@@ -145,20 +156,21 @@ def _alignment(run: Path, methods: list) -> Section | None:
     return s
 
 
-def _training(run: Path, methods: list) -> Section:
+def _training(run: Path, study: Study) -> Section:
     """Stage-1 summaries per method and the loss curves."""
     s = Section("training", "Stage-1 training (paper Sec. 3.1)")
-    summ = {m: _json(run / "train" / m / "summary.json") for m in methods}
+    summ = {m: _json(run / "train" / m / "summary.json") for m in study.methods}
     summ = {m: v for m, v in summ.items() if v}
     if summ:
         s.tables.append(training_table(summ, _display))
     if (run / "train" / "loss.png").is_file():
         s.figures.append(Figure(run / "train" / "loss.png", "Training loss per optimizer step (5-step moving average)."))
-    curves = {_display(m): run / "train" / m for m in methods if (run / "train" / m / "probes").is_dir()}
+    curves = {_display(m): run / "train" / m for m in study.methods if (run / "train" / m / "probes").is_dir()}
     if curves:
         from omnishift.report.forgetting import forgetting_table, plot_forgetting_curves
 
-        s.tables.append(forgetting_table(curves))
+        ref = _display(study.reference) if _display(study.reference) in curves else None  # else: the first curve
+        s.tables.append(forgetting_table(curves, ref))
         png = plot_forgetting_curves(curves, run / "report" / "figures" / "forgetting.png")
         s.figures.append(Figure(png, "Forgetting curves: drift from the starting model on held-out instructions "
                                      "along Stage 1 (mean and 95 % interval over prompts)."))
@@ -167,7 +179,7 @@ def _training(run: Path, methods: list) -> Section:
     return s
 
 
-def _shift(run: Path, methods: list) -> Section:
+def _shift(run: Path, study: Study) -> Section:
     """Fig. 2-3: how textual importance moved per layer."""
     s = Section("shift", "Distribution shift of textual importance (Fig. 2-3)")
     metrics = _json(run / "shift" / "metrics.json")
@@ -180,7 +192,7 @@ def _shift(run: Path, methods: list) -> Section:
         elif name == "fig3_layers_methods" or metrics:
             s.paragraphs.append(f"{cap.split('.')[0]}. — " + (_missing(run, "shift", "this figure") if not metrics
                                                                else "no full fine-tuning among the methods."))
-    for label in methods:  # Table 1 on the Stage-1 models that deactivation.after_training names
+    for label in study.methods:  # Table 1 on the Stage-1 models that deactivation.after_training names
         doc = _json(run / "deactivation_after" / label / "rows.json")
         if doc:
             s.tables.append(deactivation_table(doc, f"table1_deactivation_{label}", "after Stage 1, each model "
@@ -188,7 +200,7 @@ def _shift(run: Path, methods: list) -> Section:
     return s
 
 
-def _change(run: Path, methods: list) -> Section:
+def _change(run: Path, study: Study) -> Section:
     """Fig. 4: where the weights changed."""
     s = Section("change", "Parameter changes (Fig. 4)")
     ch = _json(run / "change" / "clustering.json")
@@ -240,14 +252,14 @@ def _tradeoff(run: Path, cells: dict, order: list, benches: list) -> Figure:
                        "dashed: No-FT T2T, dotted: cascade S2T.")
 
 
-def _qa(run: Path, methods: list) -> Section:
+def _qa(run: Path, study: Study) -> Section:
     """Table 2 and everything that says how to read it."""
     s = Section("qa", "Spoken QA: text (T2T) and speech (S2T) accuracy (Table 2)")
     cells, rows, benches = eval_cells(run / "evaluate")
     if not cells:
         s.paragraphs.append("Table 2 — " + _missing(run, "evaluate", "QA accuracy"))
         return s
-    order = _order(rows, ["no_ft", "cascade", "aligned", *methods])
+    order = _order(rows, ["no_ft", "cascade", "aligned", *study.methods])
     named = {(_display(r), b, m): v for (r, b, m), v in cells.items()}
     s.tables.append(accuracy_table("table2_qa", "Table 2. Accuracy on spoken QA benchmarks, text (T2T) and speech "
                                    "(S2T) questions", named, [_display(r) for r in order], benches))
@@ -256,7 +268,7 @@ def _qa(run: Path, methods: list) -> Section:
     if wer:
         s.paragraphs.append("Cascade ASR word error rate on the spoken questions: " + ", ".join(wer) + ".")
     s.tables += _heard(run, order, benches)
-    s.paragraphs += scale_notes(run, order, cells, methods)
+    s.paragraphs += scale_notes(run, order, cells, study.methods)
     distinct = [f"{_display(r)} {bench_title(b)} {d}/{n}" for r in order for b in benches
                 if (r, b, "s2t") in cells and (f := run / "evaluate" / r / b / "s2t" / "items.jsonl").is_file()
                 for d, n in [distinct_answers(f)]]
@@ -269,10 +281,14 @@ def _qa(run: Path, methods: list) -> Section:
     if front.rows and len(front.header) > 1:
         s.tables.append(front)
         s.paragraphs += notes
+    modalities = {m: mod for m in study.methods if (mod := trained_modality(run / "train" / m)) is not None}
+    paired = paired_table(cells, comparisons(modalities, study.reference), benches, _display, bench_title)
+    if paired.rows:
+        s.tables.append(paired)
     return s
 
 
-def _ablation(run: Path, methods: list) -> Section:
+def _ablation(run: Path, study: Study) -> Section:
     """Table 3: LoRA at several ranks."""
     s = Section("ablation", "LoRA rank ablation (Table 3)")
     skipped = (_marker(run, "ablation") or {}).get("skipped")
@@ -284,14 +300,14 @@ def _ablation(run: Path, methods: list) -> Section:
     return s
 
 
-#: The report's sections after the overview, in order: ``(run folder, methods) -> Section`` (None: absent).
+#: The report's sections after the overview, in order: ``(run folder, Study) -> Section`` (None: absent).
 SECTIONS = (_importance, _alignment, _training, _shift, _change, _qa, _ablation)
 
 
 def build_sections(run: Path, exp: dict) -> tuple[list[Section], list[Table]]:
     """Every section of the report, and the tables that get CSV/Markdown files."""
-    methods = list((exp.get("train") or {}).get("methods") or {})
-    sections = [_section_overview(run, exp)] + [s for make in SECTIONS if (s := make(run, methods)) is not None]
+    study = Study(list((exp.get("train") or {}).get("methods") or {}), (exp.get("report") or {}).get("reference", "full"))
+    sections = [_section_overview(run, exp)] + [s for make in SECTIONS if (s := make(run, study)) is not None]
     return sections, [t for sec in sections for t in sec.tables]
 
 
