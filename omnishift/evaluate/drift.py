@@ -9,7 +9,10 @@ greedy answers* teacher-forced under the fine-tuned model sees small shifts, and
 * ``dnll``: the NLL of those answers under the model minus under the base (nats per token; > 0: the
   model finds the base model's answers less likely);
 * ``flip_rate``: the share of prompts whose greedy answer is no longer the base's (needs the
-  model's answers; "LoRA Learns Less and Forgets Less", 2405.09673, tracks the same kind of curve).
+  model's answers; "LoRA Learns Less and Forgets Less", 2405.09673, tracks the same kind of curve);
+* ``correct``: on a QA benchmark's questions asked as text, whether the model's greedy answer holds a
+  reference answer (T2T accuracy, scored as :mod:`omnishift.evaluate.qa` scores it). Flips of short
+  answers to questions separate models; flips of long open-ended continuations saturate.
 
 Each is a mean over prompts of a per-prompt value, with a percentile bootstrap interval over prompts
 (:func:`~omnishift.evaluate.scoring.bootstrap_ci`), so two models measured on the same prompts can be
@@ -19,17 +22,18 @@ compared pairwise (:func:`~omnishift.evaluate.scoring.paired_bootstrap_ci` on ``
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from omnishift.evaluate.scoring import bootstrap_ci, normalize
+from omnishift.evaluate.scoring import bootstrap_ci, is_correct, normalize
 from omnishift.fingerprint import fingerprint
 from omnishift.models.processor import IGNORE_INDEX
 
 #: Fields of a per-prompt record that :func:`summarize` averages.
-MEASURES = ("kl", "dnll", "flip")
+MEASURES = ("kl", "dnll", "flip", "correct")
 ANSWERS = "answers.jsonl"
 
 
@@ -107,19 +111,26 @@ def summarize(per_item: list[dict]) -> dict:
 
 
 def drift(model, base, prompts: list[str], base_answers: list[str], flip: bool = True,
-          max_new_tokens: int = 64, batch_size: int = 8) -> tuple[dict, list[dict]]:
-    """All three measures of ``model`` against ``base`` on ``prompts``: ``(summary, per_item)``.
+          max_new_tokens: int = 64, batch_size: int = 8,
+          references: list[list[str]] | None = None) -> tuple[dict, list[dict]]:
+    """All measures of ``model`` against ``base`` on ``prompts``: ``(summary, per_item)``.
 
     Args:
         base_answers: ``base``'s greedy answers (:func:`greedy_answers`), computed once and reused
             for every model and every point of a forgetting curve.
         flip: also generate the model's answers (the expensive part) for the flip rate.
+        references: per prompt, the reference answers of a QA question: the model's answers are
+            generated and scored (``correct``: T2T accuracy), and the flip rate comes with them.
     """
+    if references is not None and len(references) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(references)} reference lists")
     per_item = teacher_forced(model, base, prompts, base_answers, batch_size)
-    if flip:
+    if flip or references is not None:
         answers = greedy_answers(model, prompts, max_new_tokens)
         for r, f, a in zip(per_item, flips(answers, base_answers), answers):
             r["flip"], r["answer"] = f, a
+        for r, refs in zip(per_item, references or []):
+            r["correct"] = float(is_correct(r["answer"], refs))
     return summarize(per_item), per_item
 
 
@@ -143,19 +154,22 @@ def base_answers_unit(base, prompts: list[str], folder: str | Path, max_new_toke
     return [json.loads(x)["answer"] for x in (folder / ANSWERS).read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-def drift_prompts(data: str | None, benchmark: str | None, limit: int | None) -> list[str]:
-    """Text prompts to measure drift on: a data source's instructions (as the T2T training prompt
-    puts them) or a benchmark's questions (as T2T evaluation asks them)."""
+def drift_prompts(data: str | None, benchmark: str | None, limit: int | None,
+                  prompt: str = "instruction") -> tuple[list[str], list[list[str]] | None]:
+    """Text prompts to measure drift on, and their reference answers where they are QA questions:
+    a data source's instructions (as the T2T training prompt puts them; no references) or a
+    benchmark's questions (as T2T evaluation asks them, ``prompt`` as in ``EvalSettings``)."""
     if bool(data) == bool(benchmark):
         raise ValueError("give exactly one of --data (held-out instructions) and --benchmark (its questions as text)")
     if data:
         from omnishift.data.items import build_items
 
         items, _ = build_items(data, "text", limit=limit)
-        return [it["prompt"] for it in items]
+        return [it["prompt"] for it in items], None
     from omnishift.evaluate.qa import build_eval_items, load_benchmark
 
-    return [it["prompt"] for it in build_eval_items(load_benchmark(benchmark, limit=limit), "t2t")]
+    items = build_eval_items(load_benchmark(benchmark, limit=limit), "t2t", prompt)
+    return [it["prompt"] for it in items], [list(it["references"]) for it in items]
 
 
 def cmd_drift(args) -> int:
@@ -164,12 +178,12 @@ def cmd_drift(args) -> int:
     from omnishift.paths import atomic_write_text, ensure_writable_dir
 
     out = ensure_writable_dir(args.out)
-    prompts = drift_prompts(args.data, args.benchmark, args.limit)
+    prompts, references = drift_prompts(args.data, args.benchmark, args.limit)
     base = load_speech_llm(None if args.base in (None, "base") else args.base).eval()
     answers = base_answers_unit(base, prompts, out / "base", args.max_new_tokens)
     model = load_speech_llm(None if args.model == "base" else args.model).eval()
     summary, per_item = drift(model, base, prompts, answers, flip=args.flip, max_new_tokens=args.max_new_tokens,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, references=references)
     summary = {"model": args.model, "base": args.base or "base", "data": args.data, "benchmark": args.benchmark,
                "max_new_tokens": args.max_new_tokens, **summary}
     atomic_write_text(out / "items.jsonl", "".join(json.dumps(r) + "\n" for r in per_item))
@@ -186,7 +200,7 @@ def add_parser(sub) -> None:
     s.add_argument("model", help="a speech-LLM folder (a Stage-1 model), or 'base'")
     s.add_argument("--base", help="the folder it started from (default: the base models)")
     s.add_argument("--data", help="held-out instructions (a source spec or manifest no stage trains on)")
-    s.add_argument("--benchmark", help="or a benchmark's questions, as text (llama_questions)")
+    s.add_argument("--benchmark", help="or a benchmark's questions, as text (llama_questions): T2T accuracy too")
     s.add_argument("--limit", type=positive_int, default=200, help="prompts")
     s.add_argument("--max-new-tokens", type=positive_int, default=64, help="length of the base's answers")
     s.add_argument("--no-flip", dest="flip", action="store_false", help="skip the model's own answers (flip rate)")
@@ -195,26 +209,56 @@ def add_parser(sub) -> None:
     s.set_defaults(func=cmd_drift)
 
 
+@dataclass(frozen=True)
+class ProbeSet:
+    """One prompt set a :class:`DriftProbe` measures at every point.
+
+    Args:
+        name: its key in the probe's results (``heldout``, ``llama_questions``).
+        prompts, base_answers: text prompts and the starting model's answers (:func:`base_answers_unit`).
+        references: reference answers per prompt (a QA benchmark): T2T accuracy and flips at each point.
+        flip: the flip rate of a set without references (generates every model's answers).
+        max_new_tokens: answer length, as the base answers were made.
+    """
+
+    name: str
+    prompts: list
+    base_answers: list
+    references: list | None = None
+    flip: bool = False
+    max_new_tokens: int = 32
+
+    def identity(self) -> dict:
+        return {"name": self.name, "prompts": self.prompts, "answers": self.base_answers,
+                "references": self.references, "flip": self.flip, "max_new_tokens": self.max_new_tokens}
+
+
 class DriftProbe:
     """Drift from the model training started from, at points of training: a forgetting curve
     (``omnishift.train.trainer.train(probe=...)`` calls it at step 0, every ``every`` steps and at
-    the end). Teacher-forced KL and ΔNLL cost two forward passes over the prompts; the flip rate
-    also generates the model's answers.
+    the end). Teacher-forced KL and ΔNLL cost two forward passes over each set's prompts; flips and
+    T2T accuracy also generate the model's answers.
 
     Args:
         base: the starting model (frozen copy; only its LLM is used, on text).
-        prompts, base_answers: held-out text prompts and ``base``'s answers (:func:`base_answers_unit`).
+        sets: what to measure (:class:`ProbeSet`), each reported under its name.
     """
 
-    def __init__(self, base, prompts: list[str], base_answers: list[str], every: int, flip: bool = True,
-                 max_new_tokens: int = 32, batch_size: int = 8):
-        self.base, self.prompts, self.answers = base.eval().requires_grad_(False), prompts, base_answers
-        self.every, self.flip, self.max_new_tokens, self.batch_size = every, flip, max_new_tokens, batch_size
+    def __init__(self, base, sets: list[ProbeSet], every: int, batch_size: int = 8):
+        names = [s.name for s in sets]
+        if not sets or len(set(names)) != len(names):
+            raise ValueError(f"a probe needs one or more prompt sets with distinct names, got {names}")
+        self.base, self.sets = base.eval().requires_grad_(False), list(sets)
+        self.every, self.batch_size = every, batch_size
         #: what the points measure: a curve is continued only by a probe of the same identity
-        self.identity = fingerprint({"prompts": prompts, "answers": base_answers, "flip": flip,
-                                     "max_new_tokens": max_new_tokens})
+        self.identity = fingerprint({"sets": [s.identity() for s in self.sets]})
 
     def __call__(self, model, step: int) -> dict:
-        summary, per_item = drift(model, self.base, self.prompts, self.answers, flip=self.flip,
-                                  max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
-        return {**summary, "per_item": {m: [r.get(m) for r in per_item] for m in MEASURES}}
+        out = {}
+        for s in self.sets:
+            summary, per_item = drift(model, self.base, s.prompts, s.base_answers, flip=s.flip,
+                                      max_new_tokens=s.max_new_tokens, batch_size=self.batch_size,
+                                      references=s.references)
+            kept = [m for m in (*MEASURES, "answer") if any(m in r for r in per_item)]  # answers: what changed
+            out[s.name] = {**summary, "per_item": {m: [r.get(m) for r in per_item] for m in kept}}
+        return {"sets": out}

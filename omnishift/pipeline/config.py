@@ -157,8 +157,12 @@ class DriftSection:
         source: held-out text instructions no stage trains on (a source spec; None: no curve).
         limit: prompts (about 200 give intervals of a few hundredths of a nat).
         every: optimizer steps between points (step 0 and the last step are always measured).
-        flip: also the answer-flip rate (generates each model's answers: the expensive part).
+        flip: also the answer-flip rate on them (generates each model's answers: the expensive part;
+            long open-ended answers almost all flip after a few steps).
         max_new_tokens: answer length of the base model and of the trained ones.
+        qa: names of ``evaluate.benchmarks`` whose questions are also probed as text, asked and decoded
+            as the evaluate stage asks them: T2T accuracy, flips of the short answers, KL and ΔNLL at
+            every point (the last point's T2T is the evaluate stage's T2T of the model).
     """
 
     source: str | None = None
@@ -166,6 +170,7 @@ class DriftSection:
     every: int = 0
     flip: bool = True
     max_new_tokens: int = 32
+    qa: list = field(default_factory=list)
 
 
 @dataclass
@@ -351,6 +356,12 @@ def _check(cfg: ExperimentConfig, origin: str) -> ExperimentConfig:
     if cfg.ablation.ranks and not (cfg.ablation.config or methods):
         raise ConfigError(f"{origin}: ablation.ranks is set but there is no training config to ablate "
                           "(set ablation.config or list a method under train.methods)")
+    for b in cfg.train.drift.qa:
+        if b not in benches:
+            raise ConfigError(f"{origin}: train.drift.qa: {b!r} is not one of evaluate.benchmarks {sorted(benches)}")
+    if cfg.train.drift.qa and not cfg.train.drift.every:
+        raise ConfigError(f"{origin}: train.drift.qa is set but train.drift.every is 0 (no forgetting curve): "
+                          "set every to the steps between points")
     for b in cfg.ablation.benchmarks or []:
         if b not in benches:
             raise ConfigError(f"{origin}: ablation.benchmarks: {b!r} is not one of evaluate.benchmarks {sorted(benches)}")

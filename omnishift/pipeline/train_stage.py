@@ -71,20 +71,33 @@ def _total_steps(tcfg, n_items: int) -> int:
 
 def _drift_probe(ctx: Context, out: Path):
     """The forgetting-curve probe of this experiment (None: ``train.drift`` is off): drift from the
-    model Stage 1 starts from (the aligned folder, or the base models), on held-out instructions;
-    the starting model's answers are computed once into ``train/drift_base``."""
-    d = ctx.cfg.train.drift
-    if not d.source or not d.every:
+    model Stage 1 starts from (the aligned folder, or the base models) on held-out instructions and
+    on the ``qa`` benchmarks' questions as text; the starting model's answers are computed once per
+    set into ``train/drift_base/SET``."""
+    d, ev = ctx.cfg.train.drift, ctx.cfg.evaluate
+    if not d.every or not (d.source or d.qa):
         return None
-    from omnishift.evaluate.drift import DriftProbe, base_answers_unit, drift_prompts
+    from omnishift.data.manifest import read_manifest
+    from omnishift.evaluate.drift import DriftProbe, ProbeSet, base_answers_unit, drift_prompts
+    from omnishift.evaluate.qa import build_eval_items
     from omnishift.models.speech_llm import load_speech_llm
 
-    prompts = drift_prompts(ctx.cfg.resolve(d.source), None, d.limit)
     start = ctx.aligned()
     base = load_speech_llm(str(start)) if start is not None else load_speech_llm(
         None, **dataclasses.asdict(ctx.cfg.model))
-    answers = base_answers_unit(base, prompts, out / "drift_base", d.max_new_tokens, redo=ctx.stage in ctx.redo)
-    return DriftProbe(base, prompts, answers, d.every, flip=d.flip, max_new_tokens=d.max_new_tokens)
+    redo = ctx.stage in ctx.redo
+    sets = []
+    if d.source:
+        prompts, _ = drift_prompts(ctx.cfg.resolve(d.source), None, d.limit)
+        answers = base_answers_unit(base, prompts, out / "drift_base" / "heldout", d.max_new_tokens, redo=redo)
+        sets.append(ProbeSet("heldout", prompts, answers, flip=d.flip, max_new_tokens=d.max_new_tokens))
+    for name in d.qa:
+        items = build_eval_items(read_manifest(ctx.benchmarks()[name]), "t2t", prompt=ev.prompt)
+        prompts = [it["prompt"] for it in items]
+        answers = base_answers_unit(base, prompts, out / "drift_base" / name, ev.max_new_tokens, redo=redo)
+        sets.append(ProbeSet(name, prompts, answers, references=[list(it["references"]) for it in items],
+                             max_new_tokens=ev.max_new_tokens))
+    return DriftProbe(base, sets, d.every)
 
 
 def stage_train(ctx: Context, out: Path) -> dict:

@@ -172,8 +172,9 @@ def _training(run: Path, study: Study) -> Section:
         ref = _display(study.reference) if _display(study.reference) in curves else None  # else: the first curve
         s.tables.append(forgetting_table(curves, ref))
         png = plot_forgetting_curves(curves, run / "report" / "figures" / "forgetting.png")
-        s.figures.append(Figure(png, "Forgetting curves: drift from the starting model on held-out instructions "
-                                     "along Stage 1 (mean and 95 % interval over prompts)."))
+        s.figures.append(Figure(png, "Forgetting curves: drift from the starting model along Stage 1, on held-out "
+                                     "instructions and on benchmark questions asked as text (T2T), mean and 95 % "
+                                     "interval over prompts."))
     if not summ:
         s.paragraphs.append("Training loss curves — " + _missing(run, "train", "trained models"))
     return s

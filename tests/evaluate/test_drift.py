@@ -9,6 +9,7 @@ import torch
 from tiny_models import make_tiny_speech_llm
 
 from omnishift.evaluate.drift import drift, flips, greedy_answers, summarize, teacher_forced
+from omnishift.evaluate.scoring import normalize
 
 PROMPTS = ["what is two plus two?", "name a colour", "where is paris?", "say something"]
 
@@ -55,6 +56,23 @@ def test_kl_and_dnll_match_a_hand_computation_and_grow_with_the_change(tiny_toke
         assert r["kl"] > 0
     far_kl = summarize(teacher_forced(far, base, PROMPTS, answers))["kl"]
     assert far_kl > summarize(got)["kl"]
+
+
+def test_references_score_the_model_answers_as_t2t_and_bring_flips(tiny_tokenizer):
+    base = make_tiny_speech_llm(tiny_tokenizer)
+    model = _moved(base, 0.5)
+    answers = greedy_answers(model, PROMPTS, max_new_tokens=6)
+    refs = [["zzz unlikely"], ["qqq"], ["www"], ["vvv"]]
+    refs[0] = [answers[0]]  # right, unless the answer has no words at all
+    summary, per_item = drift(model, base, PROMPTS, greedy_answers(base, PROMPTS, 6), flip=False, max_new_tokens=6,
+                              references=refs)
+    assert [r["answer"] for r in per_item] == answers and all("flip" in r for r in per_item)
+    assert [r["correct"] for r in per_item] == [float(bool(normalize(answers[0]))), 0.0, 0.0, 0.0]
+    assert summary["correct"] == pytest.approx(sum(r["correct"] for r in per_item) / 4)
+    _, no_refs = drift(model, base, PROMPTS, greedy_answers(base, PROMPTS, 6), flip=False, max_new_tokens=6)
+    assert all("answer" not in r and "correct" not in r for r in no_refs)  # teacher-forced only: nothing generated
+    with pytest.raises(ValueError, match="4 prompts but 1 reference lists"):
+        drift(model, base, PROMPTS, answers, references=[["x"]])
 
 
 def test_flips_compare_normalised_answers():

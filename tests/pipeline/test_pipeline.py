@@ -34,7 +34,7 @@ def experiment(tmp_path, parts, **changes) -> dict:
         "train": {"overrides": TRAIN_OVERRIDES,
                   "methods": {"full": {}, "lora": {"overrides": ["method.options.r=2"]}, "layer_lr": {}},
                   "drift": {"source": "builtin:demo_data/heldout_instructions.jsonl", "limit": 3, "every": 1,
-                            "max_new_tokens": 3}},
+                            "max_new_tokens": 3, "qa": ["trivia"]}},
         "evaluate": {"benchmarks": {"trivia": {"source": "builtin:demo_data/qa_trivia.jsonl", "limit": 3},
                                     "web": {"source": "builtin:demo_data/qa_web.jsonl", "limit": 3}},
                      "batch_size": 4, "max_new_tokens": 4},
@@ -108,8 +108,15 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_parts):
             "loss.png", "tradeoff_t2t_s2t.png", "forgetting.png"} <= figs
     lora_curve = sorted(p.name for p in (run / "train" / "lora" / "probes").iterdir())
     assert lora_curve == ["step-00000000.json", "step-00000001.json", "step-00000002.json"]  # across the kill
-    first = json.loads((run / "train" / "full" / "probes" / "step-00000000.json").read_text())
-    assert first["kl"] == pytest.approx(0, abs=1e-6)  # step 0 is the model it started from
+    first = json.loads((run / "train" / "full" / "probes" / "step-00000000.json").read_text())["sets"]
+    assert first["heldout"]["kl"] == pytest.approx(0, abs=1e-6)  # step 0 is the model it started from
+    no_ft = json.loads((run / "evaluate" / "no_ft" / "trivia" / "t2t" / "summary.json").read_text())
+    assert first["trivia"]["correct"] == pytest.approx(no_ft["accuracy"])  # asked as the evaluate stage asks
+    last = json.loads((run / "train" / "full" / "probes" / "step-00000002.json").read_text())["sets"]["trivia"]
+    full = json.loads((run / "evaluate" / "full" / "trivia" / "t2t" / "summary.json").read_text())
+    assert last["correct"] == pytest.approx(full["accuracy"])  # the last point is the trained model's T2T
+    items = (run / "evaluate" / "full" / "trivia" / "t2t" / "items.jsonl").read_text().splitlines()
+    assert sorted(last["per_item"]["answer"]) == sorted(json.loads(x)["output"] for x in items)
     t2 = (run / "report" / "tables" / "table2_qa.csv").read_text().splitlines()
     assert t2[0] == "Method,trivia T2T,trivia S2T,web T2T,web S2T"
     assert [r.split(",")[0] for r in t2[1:]] == ["No-FT", "Cascade (ASR → LLM)", "Full-FT", "LoRA", "Layer-LR"]
@@ -132,6 +139,9 @@ def test_stage_needing_missing_outputs_names_it(tmp_path, tiny_parts):
     ({"importance": {"modalities": ["text", "vision"]}}, "importance.modalities"),
     ({"ablation": {"ranks": [4], "benchmarks": ["trivia"]}}, "not one of evaluate.benchmarks"),
     ({"reprot": {}}, "unknown key 'reprot'"),
+    ({"train": {"drift": {"every": 2, "qa": ["trivia"]}}}, "train.drift.qa: 'trivia' is not one of evaluate.benchmarks"),
+    ({"train": {"drift": {"qa": ["trivia"]}}, "evaluate": {"benchmarks": {"trivia": "builtin:demo_data/qa_trivia.jsonl"}}},
+     "train.drift.every is 0"),
     ({"deactivation": {"after_training": ["fulll"]}}, "'fulll' is not one of train.methods"),
     ({"deactivation": {"after_training": ["full"]}, "importance": {"after_training": False}},
      "set importance.after_training: true"),

@@ -192,13 +192,16 @@ def test_a_probe_draws_a_forgetting_curve_that_starts_at_zero_and_survives_a_res
     import copy
     import json
 
-    from omnishift.evaluate.drift import DriftProbe, greedy_answers
+    from omnishift.evaluate.drift import DriftProbe, ProbeSet, greedy_answers
 
     prompts = ["what is two plus two?", "name a colour", "say hello"]
     cfg = make_config("full", loop={"max_steps": 5})
     model = build_model(cfg)
     base = copy.deepcopy(model)
-    probe = DriftProbe(base, prompts, greedy_answers(base, prompts, 4), every=2, max_new_tokens=4)
+    answers = greedy_answers(base, prompts, 4)
+    refs = [[answers[0]], ["no such answer"], [answers[2]]]
+    qa = ProbeSet("qa", prompts, answers, references=refs, max_new_tokens=4)
+    probe = DriftProbe(base, [ProbeSet("heldout", prompts, answers, flip=True, max_new_tokens=4), qa], every=2)
 
     def kill(rec):
         if rec["step"] == 3:
@@ -213,30 +216,37 @@ def test_a_probe_draws_a_forgetting_curve_that_starts_at_zero_and_survives_a_res
     train(cfg, model=build_model(cfg), items=speech_items, resume=True, probe=probe)
     curve = [json.loads((folder / f"step-{s:08d}.json").read_text()) for s in (0, 2, 4, 5)]
     assert (folder / "step-00000002.json").stat().st_mtime_ns == stamp  # kept, not measured again
-    assert curve[0]["kl"] == pytest.approx(0, abs=1e-6) and curve[0]["flip"] == 0.0
-    assert curve[-1]["kl"] > 0 and len(curve[-1]["per_item"]["kl"]) == len(prompts)
+    first, last = curve[0]["sets"], curve[-1]["sets"]
+    assert first["heldout"]["kl"] == pytest.approx(0, abs=1e-6) and first["heldout"]["flip"] == 0.0
+    from omnishift.evaluate.scoring import is_correct
+
+    right = [float(is_correct(a, r)) for a, r in zip(answers, refs)]  # at step 0 the model answers as the base
+    assert first["qa"]["per_item"]["correct"] == right and right[1] == 0.0
+    assert last["heldout"]["kl"] > 0 and len(last["heldout"]["per_item"]["kl"]) == len(prompts)
+    assert last["qa"]["per_item"]["kl"] == last["heldout"]["per_item"]["kl"]  # same prompts, same base answers
 
 
 def test_a_frozen_llm_does_not_drift(make_config, speech_items):
     import copy
     import json
 
-    from omnishift.evaluate.drift import DriftProbe, greedy_answers
+    from omnishift.evaluate.drift import DriftProbe, ProbeSet, greedy_answers
 
     prompts = ["what is two plus two?", "name a colour"]
     cfg = make_config("frozen", loop={"max_steps": 2})
     model = build_model(cfg)
     base = copy.deepcopy(model)
-    train(cfg, model=model, items=speech_items, probe=DriftProbe(base, prompts, greedy_answers(base, prompts, 4), 1,
-                                                                 max_new_tokens=4))
-    last = json.loads((Path(cfg.out_dir) / "probes" / "step-00000002.json").read_text())
+    answers = greedy_answers(base, prompts, 4)
+    train(cfg, model=model, items=speech_items,
+          probe=DriftProbe(base, [ProbeSet("heldout", prompts, answers, flip=True, max_new_tokens=4)], 1))
+    last = json.loads((Path(cfg.out_dir) / "probes" / "step-00000002.json").read_text())["sets"]["heldout"]
     assert last["kl"] == pytest.approx(0, abs=1e-6) and last["flip"] == 0.0
 
 
 def test_a_curve_is_not_continued_by_another_probe(make_config, speech_items):
     import copy
 
-    from omnishift.evaluate.drift import DriftProbe, greedy_answers
+    from omnishift.evaluate.drift import DriftProbe, ProbeSet, greedy_answers
 
     prompts = ["name a colour", "say hello"]
     cfg = make_config("full", loop={"max_steps": 4})
@@ -250,8 +260,9 @@ def test_a_curve_is_not_continued_by_another_probe(make_config, speech_items):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, model=model, items=speech_items, on_step=kill, probe=DriftProbe(base, prompts, answers, 2, max_new_tokens=4))
-    other = DriftProbe(base, prompts[:1], answers[:1], 2, max_new_tokens=4)
+        train(cfg, model=model, items=speech_items, on_step=kill,
+              probe=DriftProbe(base, [ProbeSet("heldout", prompts, answers, max_new_tokens=4)], 2))
+    other = DriftProbe(base, [ProbeSet("heldout", prompts[:1], answers[:1], max_new_tokens=4)], 2)
     with pytest.raises(ValueError, match="another probe"):
         train(cfg, model=build_model(cfg), items=speech_items, resume=True, probe=other)
 
