@@ -41,6 +41,14 @@ def weights_sha256(module) -> str:
     return h.hexdigest()
 
 
+def same_weights(a, b) -> bool:
+    """Whether two modules hold bit-identical tensors under the same state-dict names."""
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def model_identity(model) -> dict:
     """What decides a model's outputs: its config and the hashes of its LLM and adaptor weights
     (a test double without them is identified by its class name)."""

@@ -239,21 +239,36 @@ class DriftProbe:
     the end). Teacher-forced KL and ΔNLL cost two forward passes over each set's prompts; flips and
     T2T accuracy also generate the model's answers.
 
+    Every measure reads the LLM alone (text in, text out), so a model whose LLM is still the start's
+    bit for bit (step 0 of every method; every step of an adaptor-only method) has the start's own
+    point: it is measured once, kept in ``start_file`` for the other methods and processes, and
+    returned marked ``"llm_unchanged": true`` instead of being measured again.
+
     Args:
         base: the starting model (frozen copy; only its LLM is used, on text).
         sets: what to measure (:class:`ProbeSet`), each reported under its name.
+        start_file: where the start's own point is kept (None: in memory only).
     """
 
-    def __init__(self, base, sets: list[ProbeSet], every: int, batch_size: int = 8):
+    def __init__(self, base, sets: list[ProbeSet], every: int, batch_size: int = 8,
+                 start_file: str | Path | None = None):
         names = [s.name for s in sets]
         if not sets or len(set(names)) != len(names):
             raise ValueError(f"a probe needs one or more prompt sets with distinct names, got {names}")
         self.base, self.sets = base.eval().requires_grad_(False), list(sets)
         self.every, self.batch_size = every, batch_size
+        self.start_file, self._start, self._sha = (Path(start_file) if start_file else None), None, None
         #: what the points measure: a curve is continued only by a probe of the same identity
         self.identity = fingerprint({"sets": [s.identity() for s in self.sets]})
 
     def __call__(self, model, step: int) -> dict:
+        from omnishift.fingerprint import same_weights
+
+        if same_weights(model.llm, self.base.llm):
+            return {**self._start_point(), "llm_unchanged": True}
+        return self._measure(model)
+
+    def _measure(self, model) -> dict:
         out = {}
         for s in self.sets:
             summary, per_item = drift(model, self.base, s.prompts, s.base_answers, flip=s.flip,
@@ -262,3 +277,26 @@ class DriftProbe:
             kept = [m for m in (*MEASURES, "answer") if any(m in r for r in per_item)]  # answers: what changed
             out[s.name] = {**summary, "per_item": {m: [r.get(m) for r in per_item] for m in kept}}
         return {"sets": out}
+
+    def _start_point(self) -> dict:
+        """The start measured against itself: from memory, from ``start_file`` when this probe wrote it,
+        else measured (and kept)."""
+        from omnishift.paths import atomic_write_text
+
+        if self._start is None and self.start_file is not None and self.start_file.is_file():
+            kept = json.loads(self.start_file.read_text(encoding="utf-8"))
+            if kept.get("probe") == self.identity and kept.get("base") == self._base_sha():
+                self._start = kept["point"]
+        if self._start is None:
+            self._start = self._measure(self.base)
+            if self.start_file is not None:
+                atomic_write_text(self.start_file, json.dumps({"probe": self.identity, "base": self._base_sha(),
+                                                               "point": self._start}) + "\n")
+        return self._start
+
+    def _base_sha(self) -> str:
+        from omnishift.fingerprint import weights_sha256
+
+        if self._sha is None:
+            self._sha = weights_sha256(self.base.llm)
+        return self._sha

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omnishift.paths import atomic_write_text
 from omnishift.claims import claimed
+from omnishift.fingerprint import same_weights
 from omnishift.pipeline.context import Context
 from omnishift.pipeline.importance_stages import load_trained
 from omnishift.pipeline.train_stage import _config_dict, train_overrides
@@ -28,14 +29,6 @@ def evaluate_inputs(ctx: Context) -> dict:
     if "cascade" not in ev.baselines or "s2t" not in ev.modes:
         return {}
     return {"evaluate.asr_model": content_sha256(ctx.cfg.resolve(ev.asr_model) if ev.asr_model else whisper_ct2_dir())}
-
-
-def same_llm(a, b) -> bool:
-    """Whether two LLMs hold bit-identical weights under the same parameter names."""
-    import torch
-
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def copy_unit(src: Path, dst: Path, meta: dict) -> None:
@@ -114,7 +107,7 @@ def _copy_from_no_ft(ctx: Context, rows: _Rows, row: str, folder: Path, base_uni
     if not _summary_done(base_unit) or (read_record(base_unit) or {}).get("fingerprint") != fingerprint(base_inputs):
         return False  # No-FT's unit is not current (yet)
     if row not in unchanged:
-        unchanged[row] = same_llm(rows.model(row).llm, ctx.base_model().llm)
+        unchanged[row] = same_weights(rows.model(row).llm, ctx.base_model().llm)
     if unchanged[row]:
         copy_unit(base_unit, folder, {**meta, "label": f"{row} {meta['benchmark']} t2t", "copied_from": "no_ft",
                                       "why": "the LLM is the base model bit for bit; T2T does not use the adaptor"})

@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 from omnishift.pipeline.align_stage import align_inputs, decode_run_clips, stage_align
 from omnishift.pipeline.context import Context
 from omnishift.pipeline.data_stage import data_inputs, stage_data
-from omnishift.pipeline.evaluate_stage import (copy_unit, eval_settings, evaluate_inputs, same_llm, stage_ablation,
+from omnishift.pipeline.evaluate_stage import (copy_unit, eval_settings, evaluate_inputs, stage_ablation,
                                                stage_evaluate, stage_report)
 from omnishift.pipeline.importance_stages import (load_trained, stage_change, stage_deactivation,
                                                   stage_deactivation_after, stage_importance, stage_importance_after,
@@ -27,7 +27,7 @@ from omnishift.pipeline.importance_stages import (load_trained, stage_change, st
 from omnishift.pipeline.train_stage import stage_train, train_config, train_inputs, train_overrides
 
 __all__ = ["STAGES", "Stage", "Context", "stage_keys", "load_trained", "train_overrides", "train_config",
-           "decode_run_clips", "copy_unit", "eval_settings", "same_llm"]
+           "decode_run_clips", "copy_unit", "eval_settings"]
 
 
 def model_inputs(ctx: Context) -> dict:

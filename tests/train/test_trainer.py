@@ -239,8 +239,38 @@ def test_a_frozen_llm_does_not_drift(make_config, speech_items):
     answers = greedy_answers(base, prompts, 4)
     train(cfg, model=model, items=speech_items,
           probe=DriftProbe(base, [ProbeSet("heldout", prompts, answers, flip=True, max_new_tokens=4)], 1))
-    last = json.loads((Path(cfg.out_dir) / "probes" / "step-00000002.json").read_text())["sets"]["heldout"]
-    assert last["kl"] == pytest.approx(0, abs=1e-6) and last["flip"] == 0.0
+    last = json.loads((Path(cfg.out_dir) / "probes" / "step-00000002.json").read_text())
+    held = last["sets"]["heldout"]
+    assert last["llm_unchanged"] and held["kl"] == pytest.approx(0, abs=1e-6) and held["flip"] == 0.0
+
+
+def test_the_start_point_is_measured_once_and_kept_for_other_methods(tiny_tokenizer, tmp_path, monkeypatch):
+    import copy
+
+    from tiny_models import make_tiny_speech_llm
+
+    from omnishift.evaluate.drift import DriftProbe, ProbeSet, greedy_answers
+
+    base = make_tiny_speech_llm(tiny_tokenizer)
+    prompts = ["name a colour", "say hello"]
+    sets = [ProbeSet("heldout", prompts, greedy_answers(base, prompts, 4), flip=True, max_new_tokens=4)]
+    first = DriftProbe(base, sets, 2, start_file=tmp_path / "start.json")
+    point = first(copy.deepcopy(base), 0)
+    assert point["llm_unchanged"] and point["sets"]["heldout"]["kl"] == pytest.approx(0, abs=1e-6)
+    moved = copy.deepcopy(base)
+    with torch.no_grad():
+        next(moved.llm.parameters()).add_(0.1)
+    assert "llm_unchanged" not in first(moved, 2) and first(moved, 2)["sets"]["heldout"]["kl"] > 0
+
+    def not_again(*a, **k):
+        raise AssertionError("the start point was measured again")
+
+    other = DriftProbe(base, sets, 2, start_file=tmp_path / "start.json")  # another method, another process
+    monkeypatch.setattr(other, "_measure", not_again)
+    assert other(copy.deepcopy(base), 0) == point
+    changed = DriftProbe(base, sets[:1] + [ProbeSet("more", prompts[:1], sets[0].base_answers[:1])], 2,
+                         start_file=tmp_path / "start.json")  # another probe: the kept point is not its
+    assert set(changed(copy.deepcopy(base), 0)["sets"]) == {"heldout", "more"}
 
 
 def test_a_curve_is_not_continued_by_another_probe(make_config, speech_items):
