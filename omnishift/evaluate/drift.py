@@ -54,6 +54,17 @@ def _response_positions(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return labels != IGNORE_INDEX, labels
 
 
+def _response_log_probs(model, batch: dict, first: int, mask: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities ``(N, V)`` at the ``N`` positions of ``mask`` (response tokens) only.
+
+    The vocabulary projection and the float softmax over 49k entries are most of a teacher-forced
+    pass; prompt and padding positions need neither, so the LLM projects positions ``first:`` only
+    (``logits_to_keep``) and the softmax runs on the masked rows."""
+    keep = batch["input_ids"].shape[1] - first  # positions first .. L-1
+    logits = model(batch, logits_to_keep=keep).logits[:, :-1]  # B, keep-1, V (predicting first+1 .. L-1)
+    return logits[mask[:, first:]].float().log_softmax(-1)  # N, V
+
+
 @torch.no_grad()
 def teacher_forced(model, base, prompts: list[str], answers: list[str], batch_size: int = 8) -> list[dict]:
     """Per prompt: KL(base ‖ model) and ΔNLL per token of the base answer, and its token count.
@@ -63,27 +74,32 @@ def teacher_forced(model, base, prompts: list[str], answers: list[str], batch_si
         prompts, answers: the user turns as text and the base model's answers to them.
 
     Returns:
-        One ``{"kl", "dnll", "tokens"}`` per prompt; a prompt whose answer is empty gets ``tokens`` 0
-        and no measures (:func:`summarize` counts it as skipped).
+        One ``{"kl", "dnll", "tokens"}`` per prompt, in order; a prompt whose answer is empty gets
+        ``tokens`` 0 and no measures (:func:`summarize` counts it as skipped).
     """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        items = [{"prompt": p, "response": a} for p, a in zip(prompts[s:s + batch_size],
-                                                                           answers[s:s + batch_size])]
-        batch = model.processor(items, padding_side="right")
-        mask, target = _response_positions(batch)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))  # less padding
+    out: list[dict] = [{}] * len(prompts)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        batch = model.processor([{"prompt": prompts[i], "response": answers[i]} for i in idx], padding_side="right")
+        mask, target = _response_positions(batch)  # B, L-1
         del batch["labels"]  # logits only: no loss
-        lp_m = model(batch).logits[:, :-1].float().log_softmax(-1)  # B, L-1, V
-        lp_b = base(batch).logits[:, :-1].float().log_softmax(-1)  # B, L-1, V
-        kl = (lp_b.exp() * (lp_b - lp_m)).sum(-1)  # B, L-1
-        safe = target.clamp_min(0)[..., None]  # B, L-1, 1 (ignored positions read token 0)
-        dnll = (lp_b.gather(-1, safe) - lp_m.gather(-1, safe))[..., 0]  # B, L-1
-        for row in range(len(items)):
-            n = int(mask[row].sum())
-            out.append({"tokens": n} if n == 0 else {
-                "tokens": n, "kl": float(kl[row][mask[row]].mean()), "dnll": float(dnll[row][mask[row]].mean())})
+        if not mask.any():
+            for i in idx:
+                out[i] = {"tokens": 0}
+            continue
+        first = int(mask.any(0).nonzero()[0])  # the earliest position that predicts a response token
+        lp_m = _response_log_probs(model, batch, first, mask)  # N, V
+        lp_b = _response_log_probs(base, batch, first, mask)  # N, V
+        kl = (lp_b.exp() * (lp_b - lp_m)).sum(-1)  # N
+        tok = target[mask][:, None]  # N, 1
+        dnll = (lp_b.gather(-1, tok) - lp_m.gather(-1, tok))[:, 0]  # N
+        counts = mask.sum(1).tolist()  # tokens per row; the N positions are row-major
+        for i, part_kl, part_dnll, n in zip(idx, kl.split(counts), dnll.split(counts), counts):
+            out[i] = {"tokens": n} if n == 0 else {"tokens": n, "kl": float(part_kl.mean()),
+                                                   "dnll": float(part_dnll.mean())}
     return out
 
 
