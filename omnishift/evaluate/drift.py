@@ -249,6 +249,24 @@ class ProbeSet:
                 "references": self.references, "flip": self.flip, "max_new_tokens": self.max_new_tokens}
 
 
+def start_measures(base, prompts: list[str], base_answers: list[str], flip: bool = False,
+                   references: list[list[str]] | None = None, batch_size: int = 32) -> list[dict]:
+    """What :func:`drift` gives for ``base`` against itself, without running it: KL and ΔNLL are 0 and
+    every answer is the base's own (greedy decoding is deterministic and batching-invariant), so only
+    the answer token counts and the accuracy of the base answers are computed."""
+    tokens = []
+    for s in range(0, len(prompts), batch_size):
+        items = [{"prompt": p, "response": a} for p, a in zip(prompts[s:s + batch_size], base_answers[s:s + batch_size])]
+        tokens += _response_positions(base.processor(items, padding_side="right"))[0].sum(1).tolist()
+    per_item = [{"tokens": n, "kl": 0.0, "dnll": 0.0} if n else {"tokens": 0} for n in tokens]
+    if flip or references is not None:
+        for r, a in zip(per_item, base_answers):
+            r["flip"], r["answer"] = 0.0, a
+        for r, refs in zip(per_item, references or []):
+            r["correct"] = float(is_correct(r["answer"], refs))
+    return per_item
+
+
 class DriftProbe:
     """Drift from the model training started from, at points of training: a forgetting curve
     (``omnishift.train.trainer.train(probe=...)`` calls it at step 0, every ``every`` steps and at
@@ -257,23 +275,20 @@ class DriftProbe:
 
     Every measure reads the LLM alone (text in, text out), so a model whose LLM is still the start's
     bit for bit (step 0 of every method; every step of an adaptor-only method) has the start's own
-    point: it is measured once, kept in ``start_file`` for the other methods and processes, and
-    returned marked ``"llm_unchanged": true`` instead of being measured again.
+    point, which follows from the start's answers without a forward pass (:func:`start_measures`);
+    it is returned marked ``"llm_unchanged": true``.
 
     Args:
         base: the starting model (frozen copy; only its LLM is used, on text).
         sets: what to measure (:class:`ProbeSet`), each reported under its name.
-        start_file: where the start's own point is kept (None: in memory only).
     """
 
-    def __init__(self, base, sets: list[ProbeSet], every: int, batch_size: int = 8,
-                 start_file: str | Path | None = None):
+    def __init__(self, base, sets: list[ProbeSet], every: int, batch_size: int = 8):
         names = [s.name for s in sets]
         if not sets or len(set(names)) != len(names):
             raise ValueError(f"a probe needs one or more prompt sets with distinct names, got {names}")
         self.base, self.sets = base.eval().requires_grad_(False), list(sets)
         self.every, self.batch_size = every, batch_size
-        self.start_file, self._start, self._sha = (Path(start_file) if start_file else None), None, None
         #: what the points measure: a curve is continued only by a probe of the same identity
         self.identity = fingerprint({"sets": [s.identity() for s in self.sets]})
 
@@ -281,38 +296,16 @@ class DriftProbe:
         from omnishift.fingerprint import same_weights
 
         if same_weights(model.llm, self.base.llm):
-            return {**self._start_point(), "llm_unchanged": True}
-        return self._measure(model)
+            return {**self._point({s.name: start_measures(self.base, s.prompts, s.base_answers, s.flip, s.references)
+                                   for s in self.sets}), "llm_unchanged": True}
+        return self._point({s.name: drift(model, self.base, s.prompts, s.base_answers, flip=s.flip,
+                                          max_new_tokens=s.max_new_tokens, batch_size=self.batch_size,
+                                          references=s.references)[1] for s in self.sets})
 
-    def _measure(self, model) -> dict:
+    @staticmethod
+    def _point(per_set: dict[str, list[dict]]) -> dict:
         out = {}
-        for s in self.sets:
-            summary, per_item = drift(model, self.base, s.prompts, s.base_answers, flip=s.flip,
-                                      max_new_tokens=s.max_new_tokens, batch_size=self.batch_size,
-                                      references=s.references)
+        for name, per_item in per_set.items():
             kept = [m for m in (*MEASURES, "answer") if any(m in r for r in per_item)]  # answers: what changed
-            out[s.name] = {**summary, "per_item": {m: [r.get(m) for r in per_item] for m in kept}}
+            out[name] = {**summarize(per_item), "per_item": {m: [r.get(m) for r in per_item] for m in kept}}
         return {"sets": out}
-
-    def _start_point(self) -> dict:
-        """The start measured against itself: from memory, from ``start_file`` when this probe wrote it,
-        else measured (and kept)."""
-        from omnishift.paths import atomic_write_text
-
-        if self._start is None and self.start_file is not None and self.start_file.is_file():
-            kept = json.loads(self.start_file.read_text(encoding="utf-8"))
-            if kept.get("probe") == self.identity and kept.get("base") == self._base_sha():
-                self._start = kept["point"]
-        if self._start is None:
-            self._start = self._measure(self.base)
-            if self.start_file is not None:
-                atomic_write_text(self.start_file, json.dumps({"probe": self.identity, "base": self._base_sha(),
-                                                               "point": self._start}) + "\n")
-        return self._start
-
-    def _base_sha(self) -> str:
-        from omnishift.fingerprint import weights_sha256
-
-        if self._sha is None:
-            self._sha = weights_sha256(self.base.llm)
-        return self._sha

@@ -244,33 +244,33 @@ def test_a_frozen_llm_does_not_drift(make_config, speech_items):
     assert last["llm_unchanged"] and held["kl"] == pytest.approx(0, abs=1e-6) and held["flip"] == 0.0
 
 
-def test_the_start_point_is_measured_once_and_kept_for_other_methods(tiny_tokenizer, tmp_path, monkeypatch):
+def test_the_start_point_follows_from_the_start_answers_as_measuring_would_give_it(tiny_tokenizer):
     import copy
 
     from tiny_models import make_tiny_speech_llm
 
-    from omnishift.evaluate.drift import DriftProbe, ProbeSet, greedy_answers
+    from omnishift.evaluate.drift import DriftProbe, ProbeSet, drift, greedy_answers
 
     base = make_tiny_speech_llm(tiny_tokenizer)
-    prompts = ["name a colour", "say hello"]
-    sets = [ProbeSet("heldout", prompts, greedy_answers(base, prompts, 4), flip=True, max_new_tokens=4)]
-    first = DriftProbe(base, sets, 2, start_file=tmp_path / "start.json")
-    point = first(copy.deepcopy(base), 0)
-    assert point["llm_unchanged"] and point["sets"]["heldout"]["kl"] == pytest.approx(0, abs=1e-6)
+    prompts = ["name a colour", "say hello", "what is two plus two?"]
+    answers = greedy_answers(base, prompts, 4)
+    refs = [[answers[0]], ["no such answer"], [answers[2]]]
+    sets = [ProbeSet("heldout", prompts, answers, flip=True, max_new_tokens=4),
+            ProbeSet("qa", prompts, answers, references=refs, max_new_tokens=4)]
+    probe = DriftProbe(base, sets, 2)
+    point = probe(copy.deepcopy(base), 0)
+    assert point["llm_unchanged"]
+    for s in sets:  # what measuring the start against itself gives, forward passes and generation included
+        summary, per_item = drift(copy.deepcopy(base), base, prompts, answers, flip=s.flip, max_new_tokens=4,
+                                  references=s.references)
+        got = point["sets"][s.name]
+        assert got["per_item"]["answer"] == [r["answer"] for r in per_item]
+        assert got["per_item"]["kl"] == pytest.approx([r["kl"] for r in per_item], abs=1e-6)
+        assert got["flip"] == summary["flip"] == 0.0 and got.get("correct") == summary.get("correct")
     moved = copy.deepcopy(base)
     with torch.no_grad():
         next(moved.llm.parameters()).add_(0.1)
-    assert "llm_unchanged" not in first(moved, 2) and first(moved, 2)["sets"]["heldout"]["kl"] > 0
-
-    def not_again(*a, **k):
-        raise AssertionError("the start point was measured again")
-
-    other = DriftProbe(base, sets, 2, start_file=tmp_path / "start.json")  # another method, another process
-    monkeypatch.setattr(other, "_measure", not_again)
-    assert other(copy.deepcopy(base), 0) == point
-    changed = DriftProbe(base, sets[:1] + [ProbeSet("more", prompts[:1], sets[0].base_answers[:1])], 2,
-                         start_file=tmp_path / "start.json")  # another probe: the kept point is not its
-    assert set(changed(copy.deepcopy(base), 0)["sets"]) == {"heldout", "more"}
+    assert "llm_unchanged" not in probe(moved, 2) and probe(moved, 2)["sets"]["heldout"]["kl"] > 0
 
 
 def test_a_curve_is_not_continued_by_another_probe(make_config, speech_items):
