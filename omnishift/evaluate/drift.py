@@ -142,12 +142,17 @@ def drift(model, base, prompts: list[str], base_answers: list[str], flip: bool =
         raise ValueError(f"{len(prompts)} prompts but {len(references)} reference lists")
     per_item = teacher_forced(model, base, prompts, base_answers, batch_size)
     if flip or references is not None:
-        answers = greedy_answers(model, prompts, max_new_tokens)
-        for r, f, a in zip(per_item, flips(answers, base_answers), answers):
-            r["flip"], r["answer"] = f, a
-        for r, refs in zip(per_item, references or []):
-            r["correct"] = float(is_correct(r["answer"], refs))
+        _add_answers(per_item, greedy_answers(model, prompts, max_new_tokens), base_answers, references)
     return summarize(per_item), per_item
+
+
+def _add_answers(per_item: list[dict], answers: list[str], base_answers: list[str],
+                 references: list[list[str]] | None) -> None:
+    """Give each record the model's answer, whether it flipped, and whether it is right (with references)."""
+    for r, f, a in zip(per_item, flips(answers, base_answers), answers):
+        r["flip"], r["answer"] = f, a
+    for r, refs in zip(per_item, references or []):
+        r["correct"] = float(is_correct(r["answer"], refs))
 
 
 def base_answers_unit(base, prompts: list[str], folder: str | Path, max_new_tokens: int = 64,
@@ -260,10 +265,7 @@ def start_measures(base, prompts: list[str], base_answers: list[str], flip: bool
         tokens += _response_positions(base.processor(items, padding_side="right"))[0].sum(1).tolist()
     per_item = [{"tokens": n, "kl": 0.0, "dnll": 0.0} if n else {"tokens": 0} for n in tokens]
     if flip or references is not None:
-        for r, a in zip(per_item, base_answers):
-            r["flip"], r["answer"] = 0.0, a
-        for r, refs in zip(per_item, references or []):
-            r["correct"] = float(is_correct(r["answer"], refs))
+        _add_answers(per_item, base_answers, base_answers, references)
     return per_item
 
 
