@@ -165,7 +165,7 @@ def base_answers_unit(base, prompts: list[str], folder: str | Path, max_new_toke
     from omnishift.reuse import reuse_unit
 
     folder = Path(folder)
-    inputs = {"base": model_identity(base), "prompts": fingerprint({"prompts": prompts}),
+    inputs = {"base": model_identity(base), "prompts": prompts_fingerprint(prompts),
               "max_new_tokens": max_new_tokens}
     if not reuse_unit(folder, inputs, what="base answers", redo=redo, complete=lambda d: (d / ANSWERS).is_file(),
                       fix="use a new folder for another base model or prompt set (or delete this one)"):
@@ -295,19 +295,42 @@ class DriftProbe:
         self.identity = fingerprint({"sets": [s.identity() for s in self.sets]})
 
     def __call__(self, model, step: int) -> dict:
-        from omnishift.fingerprint import same_weights
+        from omnishift.fingerprint import same_weights, weights_sha256
 
+        weights = {"llm_sha256": weights_sha256(model.llm)}  # which LLM answered: its answers can be reused
         if same_weights(model.llm, self.base.llm):
             return {**self._point({s.name: start_measures(self.base, s.prompts, s.base_answers, s.flip, s.references)
-                                   for s in self.sets}), "llm_unchanged": True}
-        return self._point({s.name: drift(model, self.base, s.prompts, s.base_answers, flip=s.flip,
-                                          max_new_tokens=s.max_new_tokens, batch_size=self.batch_size,
-                                          references=s.references)[1] for s in self.sets})
+                                   for s in self.sets}), **weights, "llm_unchanged": True}
+        return {**self._point({s.name: drift(model, self.base, s.prompts, s.base_answers, flip=s.flip,
+                                             max_new_tokens=s.max_new_tokens, batch_size=self.batch_size,
+                                             references=s.references)[1] for s in self.sets}), **weights}
 
-    @staticmethod
-    def _point(per_set: dict[str, list[dict]]) -> dict:
+    def _point(self, per_set: dict[str, list[dict]]) -> dict:
         out = {}
-        for name, per_item in per_set.items():
+        for s in self.sets:
+            per_item = per_set[s.name]
             kept = [m for m in (*MEASURES, "answer") if any(m in r for r in per_item)]  # answers: what changed
-            out[name] = {**summarize(per_item), "per_item": {m: [r.get(m) for r in per_item] for m in kept}}
+            out[s.name] = {**summarize(per_item), "per_item": {m: [r.get(m) for r in per_item] for m in kept},
+                           "prompts_fp": prompts_fingerprint(s.prompts), "max_new_tokens": s.max_new_tokens}
         return {"sets": out}
+
+
+def prompts_fingerprint(prompts: list[str]) -> str:
+    """What a probe point's answers answer: read back to reuse them only for the same prompts."""
+    return fingerprint({"prompts": list(prompts)})
+
+
+def probe_answers(point: dict, name: str, llm, prompts: list[str], max_new_tokens: int) -> list[str] | None:
+    """The answers of set ``name`` at a forgetting-curve ``point``, if ``llm`` gave them to exactly ``prompts``
+    with ``max_new_tokens`` (the LLM's weights, the prompts and the length all match by fingerprint); else None.
+
+    Why: a curve's last point has already generated the greedy T2T answers that an evaluation of the final
+    model would generate again (the same LLM, the same prompts, the same decoding)."""
+    from omnishift.fingerprint import weights_sha256
+
+    s = (point.get("sets") or {}).get(name) or {}
+    answers = (s.get("per_item") or {}).get("answer")
+    if (answers is None or s.get("prompts_fp") != prompts_fingerprint(prompts) or len(answers) != len(prompts)
+            or s.get("max_new_tokens") != max_new_tokens or point.get("llm_sha256") != weights_sha256(llm)):
+        return None
+    return list(answers)

@@ -187,7 +187,7 @@ class BenchmarkSelection:
 
 
 def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettings | None = None, *,
-             label: str = "", meta: dict | None = None) -> dict:
+             label: str = "", meta: dict | None = None, answers: dict[str, str] | None = None) -> dict:
     """Answer, score and summarise; resumes from ``out_dir/items.jsonl``.
 
     Args:
@@ -201,6 +201,9 @@ def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettin
         label: free-text name of the run, kept in the summary.
         meta: what was evaluated (``model``, ``benchmark``, ``mode``, ``prompt``, ...), merged
             into the summary.
+        answers: ``model``'s greedy answers to these items' prompts, already generated with these settings
+            (a forgetting curve's last point, :func:`~omnishift.evaluate.drift.probe_answers`): scored and
+            recorded instead of generated again; every item's prompt must have one.
 
     Returns:
         The summary dict (``accuracy``, ``ci95``, ``n``, ``correct``, ``seconds``, ``questions_per_s``
@@ -212,10 +215,11 @@ def evaluate(model, items: list[dict], out_dir: str | Path, settings: EvalSettin
             h = holder(out_dir) or {}
             raise FileExistsError(f"{out_dir}: process {h.get('pid')} on {h.get('host')} is evaluating into this folder; "
                                   "wait for it to finish (then rerun to resume) or use another --out")
-        return _evaluate(model, items, out_dir, settings or EvalSettings(), label, meta)
+        return _evaluate(model, items, out_dir, settings or EvalSettings(), label, meta, answers)
 
 
-def _evaluate(model, items: list[dict], out_dir: Path, settings: EvalSettings, label: str, meta: dict | None) -> dict:
+def _evaluate(model, items: list[dict], out_dir: Path, settings: EvalSettings, label: str, meta: dict | None,
+              answers: dict[str, str] | None = None) -> dict:
     from omnishift.fingerprint import check_produced_by, model_identity
 
     batch_size, max_new_tokens, feature_cache = settings.batch_size, settings.max_new_tokens, settings.feature_cache
@@ -235,7 +239,7 @@ def _evaluate(model, items: list[dict], out_dir: Path, settings: EvalSettings, l
         model.use_token_cache(Path(feature_cache) / "ctc_tokens")  # beam-decoded CTC input, if any
     t0 = time.perf_counter()
     try:
-        _answer_all(model, todo, items, done, keys, done_file, settings, label)
+        _answer_all(model, todo, items, done, keys, done_file, settings, label, answers)
     except OSError as e:
         raise write_error(e, done_file) from None
     seconds = time.perf_counter() - t0
@@ -251,8 +255,9 @@ def _evaluate(model, items: list[dict], out_dir: Path, settings: EvalSettings, l
 
 
 def _answer_all(model, todo: list[dict], items: list[dict], done: dict, keys: dict, done_file: Path,
-                settings: EvalSettings, label: str) -> None:
-    """Generate the answers of ``todo``, each appended to ``done_file`` as soon as it completes."""
+                settings: EvalSettings, label: str, answers: dict[str, str] | None = None) -> None:
+    """Generate the answers of ``todo`` (or take them from ``answers``), each appended to ``done_file`` as soon
+    as it completes."""
     batch_size, max_new_tokens = settings.batch_size, settings.max_new_tokens
     with open(done_file, "a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(items) - len(todo),
                                                            desc=f"eval {label}".strip(), disable=not settings.progress) as bar:
@@ -264,7 +269,14 @@ def _answer_all(model, todo: list[dict], items: list[dict], done: dict, keys: di
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
         prompts = [{k: it[k] for k in ("prompt", "audio", "encoder_states") if k in it} for it in todo]
-        if settings.continuous:
+        if answers is not None:
+            missing = [it["id"] for it in todo if it["prompt"] not in answers]
+            if missing:
+                raise ValueError(f"{len(missing)} item(s) have no given answer, e.g. {missing[:3]}")
+            for it in todo:
+                record(it, answers[it["prompt"]])
+            bar.update(len(todo))
+        elif settings.continuous:
             for i, out in model.generate_stream(prompts, slots=batch_size, max_new_tokens=max_new_tokens):
                 record(todo[i], out)
                 f.flush()  # each answer is on disk as soon as it completes: an interruption loses none

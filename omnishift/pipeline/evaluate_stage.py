@@ -124,8 +124,32 @@ def _answer(ctx: Context, rows: _Rows, row: str, src: str, exs: list, folder: Pa
         rows.asr = rows.asr or WhisperASR(ev.asr_model)
         evaluate_cascade(model, rows.asr, exs, folder, eval_settings(ctx), meta=meta)
     else:
-        evaluate(model, build_eval_items(exs, meta["mode"], prompt=ev.prompt), folder, eval_settings(ctx),
-                 label=f"{row} {meta['benchmark']} {meta['mode']}", meta=meta)
+        items = build_eval_items(exs, meta["mode"], prompt=ev.prompt)
+        answers, point = _curve_answers(ctx, row, meta, items, model) if src == "trained" else (None, None)
+        evaluate(model, items, folder, eval_settings(ctx), label=f"{row} {meta['benchmark']} {meta['mode']}",
+                 meta={**meta, "answers_from": str(point)} if answers else meta, answers=answers)
+
+
+def _curve_answers(ctx: Context, row: str, meta: dict, items: list[dict], model) -> tuple[dict | None, Path | None]:
+    """The T2T answers the last point of ``row``'s forgetting curve already gave (``train.drift.qa``), as
+    ``{prompt: answer}``, when that point was measured on this model's LLM with these prompts and this answer
+    length (:func:`~omnishift.evaluate.drift.probe_answers`); else ``(None, None)``: generate them."""
+    from omnishift.evaluate.drift import probe_answers
+    from omnishift.train.trainer import PROBES
+
+    if meta["mode"] != "t2t" or meta["benchmark"] not in ctx.cfg.train.drift.qa or row not in ctx.cfg.train.methods:
+        return None, None
+    train_dir = ctx.dir("train") / row
+    summary = train_dir / "summary.json"
+    if not summary.is_file():
+        return None, None
+    point = train_dir / PROBES / f"step-{json.loads(summary.read_text(encoding='utf-8'))['steps']:08d}.json"
+    if not point.is_file():
+        return None, None
+    prompts = [it["prompt"] for it in items]
+    answers = probe_answers(json.loads(point.read_text(encoding="utf-8")), meta["benchmark"], model.llm, prompts,
+                            ctx.cfg.evaluate.max_new_tokens)
+    return (dict(zip(prompts, answers)), point) if answers is not None else (None, None)
 
 
 def _heard(ctx: Context, rows: _Rows, row: str, exs: list, folder: Path, items_fp: str) -> None:
@@ -146,7 +170,9 @@ def stage_evaluate(ctx: Context, out: Path) -> dict:
     A method whose LLM is still the base model bit for bit (``frozen``: only the adaptor
     trains) answers text questions exactly as No-FT does, since T2T never touches the adaptor;
     once that is checked on the weights, its T2T units are copied from No-FT's instead of
-    generated again (the summary names the source).
+    generated again (the summary names the source). Likewise a method's T2T units on a benchmark its
+    forgetting curve probes (``train.drift.qa``) score the answers of the curve's last point, when that
+    point was measured on this very LLM with these prompts and answer length (``answers_from`` names it).
     """
     from omnishift.data.manifest import read_manifest
     from omnishift.data.sources import source_fingerprint

@@ -119,3 +119,29 @@ def test_cli_drift_of_the_base_model_from_itself_is_zero(tmp_path, capsys):
     assert s["n"] == 4 and s["kl"] == pytest.approx(0, abs=1e-6) and s["flip"] == 0.0
     assert main(["eval", "drift", "base", "--out", str(tmp_path / "e")]) == 2  # neither --data nor --benchmark
     assert "exactly one of --data" in capsys.readouterr().err
+
+
+def test_a_probe_point_gives_its_answers_only_to_the_same_llm_prompts_and_length(tiny_tokenizer, tmp_path):
+    from omnishift.evaluate.drift import DriftProbe, ProbeSet, probe_answers
+    from omnishift.evaluate.qa import EvalSettings, evaluate
+
+    base = make_tiny_speech_llm(tiny_tokenizer, seed=0).eval()
+    model = _moved(base, 0.05)
+    refs = [["four"], ["red"], ["france"], ["hello"]]
+    sets = [ProbeSet("qa", PROMPTS, greedy_answers(base, PROMPTS, 4), references=refs, max_new_tokens=4)]
+    point = DriftProbe(base, sets, every=1)(model, 3)
+    answers = probe_answers(point, "qa", model.llm, PROMPTS, 4)
+    assert answers == greedy_answers(model, PROMPTS, 4)
+    assert probe_answers(point, "qa", base.llm, PROMPTS, 4) is None  # another LLM's
+    assert probe_answers(point, "qa", model.llm, PROMPTS[::-1], 4) is None  # other prompts
+    assert probe_answers(point, "qa", model.llm, PROMPTS, 5) is None  # another answer length
+    assert probe_answers(point, "other", model.llm, PROMPTS, 4) is None
+
+    items = [{"id": str(i), "question": p, "prompt": p, "references": r} for i, (p, r) in enumerate(zip(PROMPTS, refs))]
+    settings = EvalSettings(batch_size=2, max_new_tokens=4, progress=False)
+    given = evaluate(model, items, tmp_path / "given", settings, answers=dict(zip(PROMPTS, answers)))
+    generated = evaluate(model, items, tmp_path / "generated", settings)
+    assert given["correct"] == generated["correct"] == point["sets"]["qa"]["correct"] * len(PROMPTS)
+    assert (tmp_path / "given" / "items.jsonl").read_text() == (tmp_path / "generated" / "items.jsonl").read_text()
+    with pytest.raises(ValueError, match="no given answer"):
+        evaluate(model, items, tmp_path / "partial", settings, answers={PROMPTS[0]: answers[0]})
