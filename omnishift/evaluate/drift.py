@@ -128,7 +128,7 @@ def summarize(per_item: list[dict]) -> dict:
 
 def drift(model, base, prompts: list[str], base_answers: list[str], flip: bool = True,
           max_new_tokens: int = 64, batch_size: int = 8,
-          references: list[list[str]] | None = None) -> tuple[dict, list[dict]]:
+          references: list[list[str]] | None = None, slots: int = 16) -> tuple[dict, list[dict]]:
     """All measures of ``model`` against ``base`` on ``prompts``: ``(summary, per_item)``.
 
     Args:
@@ -142,7 +142,7 @@ def drift(model, base, prompts: list[str], base_answers: list[str], flip: bool =
         raise ValueError(f"{len(prompts)} prompts but {len(references)} reference lists")
     per_item = teacher_forced(model, base, prompts, base_answers, batch_size)
     if flip or references is not None:
-        _add_answers(per_item, greedy_answers(model, prompts, max_new_tokens), base_answers, references)
+        _add_answers(per_item, greedy_answers(model, prompts, max_new_tokens, slots), base_answers, references)
     return summarize(per_item), per_item
 
 
@@ -283,14 +283,15 @@ class DriftProbe:
     Args:
         base: the starting model (frozen copy; only its LLM is used, on text).
         sets: what to measure (:class:`ProbeSet`), each reported under its name.
+        batch_size: prompts per teacher-forced pass; slots: answers decoded at once (continuous batching).
     """
 
-    def __init__(self, base, sets: list[ProbeSet], every: int, batch_size: int = 8):
+    def __init__(self, base, sets: list[ProbeSet], every: int, batch_size: int = 8, slots: int = 16):
         names = [s.name for s in sets]
         if not sets or len(set(names)) != len(names):
             raise ValueError(f"a probe needs one or more prompt sets with distinct names, got {names}")
         self.base, self.sets = base.eval().requires_grad_(False), list(sets)
-        self.every, self.batch_size = every, batch_size
+        self.every, self.batch_size, self.slots = every, batch_size, slots
         #: what the points measure: a curve is continued only by a probe of the same identity
         self.identity = fingerprint({"sets": [s.identity() for s in self.sets]})
 
@@ -303,7 +304,8 @@ class DriftProbe:
                                    for s in self.sets}), **weights, "llm_unchanged": True}
         return {**self._point({s.name: drift(model, self.base, s.prompts, s.base_answers, flip=s.flip,
                                              max_new_tokens=s.max_new_tokens, batch_size=self.batch_size,
-                                             references=s.references)[1] for s in self.sets}), **weights}
+                                             references=s.references, slots=self.slots)[1]
+                                       for s in self.sets}), **weights}
 
     def _point(self, per_set: dict[str, list[dict]]) -> dict:
         out = {}

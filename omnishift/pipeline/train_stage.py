@@ -97,7 +97,7 @@ def _drift_probe(ctx: Context, out: Path):
         answers = base_answers_unit(base, prompts, out / "drift_base" / name, ev.max_new_tokens, redo=redo)
         sets.append(ProbeSet(name, prompts, answers, references=[list(it["references"]) for it in items],
                              max_new_tokens=ev.max_new_tokens))
-    return DriftProbe(base, sets, d.every)
+    return DriftProbe(base, sets, d.every, slots=ev.batch_size)  # answers decoded as the evaluate stage decodes
 
 
 def stage_train(ctx: Context, out: Path) -> dict:
